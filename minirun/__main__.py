@@ -1,0 +1,3 @@
+from minirun.cli.main import main
+
+main()

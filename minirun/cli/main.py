@@ -1,0 +1,101 @@
+"""The ``minirun`` command: a click group whose verbs live in small modules and are
+imported only when used, so ``minirun run`` never pays for tar, json schema or
+netlink imports it does not need. Every verb is a thin layer over the library; every
+:class:`MinirunError` becomes one ``Error: ...`` line and a non-zero exit."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+import sys
+from typing import Any
+
+import click
+
+from minirun import __version__
+from minirun.errors import MinirunError, NeedsRoot
+
+# verb -> "module:attribute" (a click.Command), in the order `minirun --help` lists them.
+COMMANDS: dict[str, str] = {
+    "run": "minirun.cli.containers:run",
+    "ps": "minirun.cli.containers:ps",
+    "rm": "minirun.cli.containers:rm",
+    "diff": "minirun.cli.containers:diff",
+    "images": "minirun.cli.images:images",
+    "load": "minirun.cli.images:load",
+    "save": "minirun.cli.images:save",
+    "rmi": "minirun.cli.images:rmi",
+    "tag": "minirun.cli.images:tag",
+    "history": "minirun.cli.images:history",
+    "inspect": "minirun.cli.inspect:inspect",
+}
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return [c for c in COMMANDS if self._available(c)]
+
+    @staticmethod
+    def _available(name: str) -> bool:
+        mod = COMMANDS[name].split(":")[0]
+        return importlib.util.find_spec(mod) is not None
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        target = COMMANDS.get(cmd_name)
+        if target is None:
+            return None
+        mod_name, attr = target.split(":")
+        try:
+            mod = importlib.import_module(mod_name)
+        except ModuleNotFoundError:
+            return None
+        cmd: click.Command = getattr(mod, attr)
+        return cmd
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--root", envvar="MINIRUN_ROOT", default="/var/lib/minirun", show_default=True,
+              help="Store for images and containers (env MINIRUN_ROOT).")
+@click.version_option(__version__, "--version", prog_name="minirun")
+@click.pass_context
+def cli(ctx: click.Context, root: str) -> None:
+    """minirun: a small container runtime (OCI images, overlayfs layers, namespaces)."""
+    ctx.obj = {"root": root}
+
+
+def store_from(ctx: click.Context, command: str = "") -> Any:
+    """The image store for this invocation; minirun manages mounts and owners, so root only."""
+    if os.geteuid() != 0:
+        raise NeedsRoot(command or (ctx.info_name or ""))
+    from minirun.image.store import Store
+
+    return Store(ctx.find_root().obj["root"])
+
+
+def main() -> None:
+    try:
+        rc = cli.main(standalone_mode=False, prog_name="minirun")
+    except MinirunError as e:
+        click.echo(f"Error: {e}", err=True)
+        sys.exit(e.exit_code)
+    except click.exceptions.Exit as e:
+        sys.exit(e.exit_code)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(125 if _verb() == "run" else e.exit_code)
+    except click.Abort:
+        click.echo("Aborted.", err=True)
+        sys.exit(130)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except BrokenPipeError:
+        # `minirun images | head`: the reader went away; that is not an error.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(0)
+    sys.exit(rc if isinstance(rc, int) else 0)
+
+
+def _verb() -> str:
+    args = [a for a in sys.argv[1:] if not a.startswith("-")]
+    return args[0] if args else ""

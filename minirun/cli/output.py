@@ -1,0 +1,29 @@
+"""Tables and JSON lines the way Docker prints them."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+import click
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    """Columns padded by three spaces, like Docker's tabwriter output."""
+    widths = [len(h) for h in headers]
+    for row in rows:
+        widths = [max(w, len(c)) for w, c in zip(widths, row, strict=True)]
+    for row in [list(headers), *rows]:
+        line = "   ".join(c.ljust(w) for c, w in zip(row, widths, strict=True))
+        click.echo(line.rstrip())
+
+
+def json_lines(objs: Sequence[dict[str, Any]]) -> None:
+    """``--format json``: one JSON object per line, as ``docker images --format json``."""
+    for o in objs:
+        click.echo(json.dumps(o))
+
+
+def json_doc(obj: Any) -> None:
+    click.echo(json.dumps(obj, indent=4))

@@ -1,0 +1,89 @@
+"""Typed errors. Every failure a user can meet is one of these; the CLI prints
+``Error: <message>`` on one line and exits non-zero (125 for ``run``, as Docker does).
+
+Messages say what went wrong *and* what to do about it where there is something to do.
+"""
+
+from __future__ import annotations
+
+
+class MinirunError(Exception):
+    """Base of every error minirun raises on purpose."""
+
+    exit_code = 125
+
+
+class UsageError(MinirunError):
+    """A flag or argument is malformed (bad --env-file line, bad -v spec...)."""
+
+
+class NeedsRoot(MinirunError):
+    def __init__(self, command: str = "") -> None:
+        hint = f"sudo minirun {command}".rstrip() if command else "sudo minirun ..."
+        super().__init__(f"minirun needs root (try: {hint})")
+
+
+class InvalidReference(MinirunError):
+    """An image reference that cannot be parsed (``invalid reference format`` in Docker)."""
+
+
+class ImageNotFound(MinirunError):
+    def __init__(self, ref: str) -> None:
+        super().__init__(
+            f"image {ref!r} not found in the local store "
+            "(see 'minirun images'; load one with 'minirun load -i FILE' or 'make images')"
+        )
+        self.ref = ref
+
+
+class ImageInUse(MinirunError):
+    """rmi of an image a container still uses, without -f."""
+
+
+class ManifestError(MinirunError):
+    """A manifest, index or image config that is malformed or unsupported."""
+
+
+class DigestMismatch(MinirunError):
+    def __init__(self, what: str, expected: str, actual: str) -> None:
+        super().__init__(f"{what}: digest mismatch (expected {expected}, got {actual})")
+        self.expected = expected
+        self.actual = actual
+
+
+class LayerError(MinirunError):
+    """A layer tar that is corrupt or hostile; nothing of it is kept."""
+
+
+class ArchiveError(MinirunError):
+    """An image archive (docker-archive, OCI layout) that cannot be loaded."""
+
+
+class StoreError(MinirunError):
+    """The on-disk store is unusable (permissions, corruption, lock)."""
+
+
+class ContainerNotFound(MinirunError):
+    def __init__(self, ref: str) -> None:
+        super().__init__(f"no such container: {ref}")
+        self.ref = ref
+
+
+class ContainerError(MinirunError):
+    """A container operation that cannot be done in the container's current state."""
+
+
+class NameInUse(MinirunError):
+    def __init__(self, name: str, cid: str) -> None:
+        super().__init__(
+            f'the container name "/{name}" is already in use by container {cid[:12]}; '
+            "remove it ('minirun rm') or choose another --name"
+        )
+
+
+class RuntimeFailure(MinirunError):
+    """The kernel refused a step of container setup (mount, unshare, pivot_root...)."""
+
+
+class KernelUnsupported(RuntimeFailure):
+    """A kernel feature minirun needs is missing (overlayfs, a namespace kind)."""

@@ -1,0 +1,120 @@
+"""Image references, normalised the way Docker does.
+
+``alpine`` is ``docker.io/library/alpine:latest``; ``user/app:1`` is
+``docker.io/user/app:1``; ``localhost:5000/ns/app@sha256:...`` names a registry
+because its first component has a ``.`` or ``:`` or is ``localhost``. The grammar
+is distribution/reference's (the one Docker and Podman share).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from minirun.errors import InvalidReference
+
+DEFAULT_REGISTRY = "docker.io"
+DEFAULT_TAG = "latest"
+OFFICIAL_NAMESPACE = "library"
+
+_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_PATH_RE = re.compile(rf"^{_COMPONENT}(?:/{_COMPONENT})*$")
+_DOMAIN_RE = re.compile(
+    r"^(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)(?:\.(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?))*"
+    r"(?::[0-9]+)?$|^\[[0-9a-fA-F:]+\](?::[0-9]+)?$"
+)
+_TAG_RE = re.compile(r"^[\w][\w.-]{0,127}$")
+_DIGEST_RE = re.compile(r"^[a-z0-9]+(?:[.+_-][a-z0-9]+)*:[a-zA-Z0-9=_-]{32,}$")
+_SHA256_RE = re.compile(r"^sha256:[a-f0-9]{64}$")
+_HEX_ID_RE = re.compile(r"^[a-f0-9]{64}$")
+
+
+@dataclass(frozen=True)
+class Reference:
+    """A fully normalised reference. ``tag`` and ``digest`` may both be set."""
+
+    registry: str
+    repository: str
+    tag: str | None = None
+    digest: str | None = None
+
+    @property
+    def name(self) -> str:
+        """``docker.io/library/alpine`` — registry plus repository."""
+        return f"{self.registry}/{self.repository}"
+
+    def __str__(self) -> str:
+        s = self.name
+        if self.tag:
+            s += f":{self.tag}"
+        if self.digest:
+            s += f"@{self.digest}"
+        return s
+
+    @property
+    def familiar_name(self) -> str:
+        """The short form Docker shows: ``alpine``, ``user/app``, ``localhost:5000/app``."""
+        if self.registry == DEFAULT_REGISTRY:
+            repo = self.repository
+            if repo.startswith(OFFICIAL_NAMESPACE + "/") and repo.count("/") == 1:
+                return repo[len(OFFICIAL_NAMESPACE) + 1 :]
+            return repo
+        return self.name
+
+    def familiar(self) -> str:
+        s = self.familiar_name
+        if self.tag:
+            s += f":{self.tag}"
+        if self.digest:
+            s += f"@{self.digest}"
+        return s
+
+    def with_tag(self, tag: str) -> Reference:
+        return Reference(self.registry, self.repository, tag, None)
+
+
+def _split_domain(name: str) -> tuple[str, str]:
+    first, sep, rest = name.partition("/")
+    if sep and ("." in first or ":" in first or first == "localhost" or first != first.lower()):
+        return first, rest
+    return DEFAULT_REGISTRY, name
+
+
+def parse(text: str, *, default_tag: bool = True) -> Reference:
+    """Parse and normalise ``text``. A missing tag becomes ``latest`` unless a digest is
+    given or ``default_tag`` is false. Raises :class:`InvalidReference`."""
+    if not text or len(text) > 255 + 200 or text != text.strip():
+        raise InvalidReference(f"invalid reference format: {text!r}")
+    rest, _, digest = text.partition("@")
+    if digest and not _DIGEST_RE.match(digest):
+        raise InvalidReference(f"invalid reference format: bad digest in {text!r}")
+    # A tag follows the last ':' that comes after the last '/' (a port is before a '/').
+    tag: str | None = None
+    colon = rest.rfind(":")
+    if colon > rest.rfind("/"):
+        rest, tag = rest[:colon], rest[colon + 1 :]
+        if not _TAG_RE.match(tag):
+            raise InvalidReference(f"invalid reference format: bad tag {tag!r} in {text!r}")
+    registry, repository = _split_domain(rest)
+    if not _DOMAIN_RE.match(registry):
+        raise InvalidReference(f"invalid reference format: bad registry {registry!r} in {text!r}")
+    if repository != repository.lower():
+        raise InvalidReference(
+            f"invalid reference format: repository name must be lowercase: {text!r}"
+        )
+    if registry == DEFAULT_REGISTRY and "/" not in repository:
+        repository = f"{OFFICIAL_NAMESPACE}/{repository}"
+    if not _PATH_RE.match(repository) or len(registry) + 1 + len(repository) > 255:
+        raise InvalidReference(f"invalid reference format: {text!r}")
+    if tag is None and digest == "" and default_tag:
+        tag = DEFAULT_TAG
+    return Reference(registry, repository, tag, digest or None)
+
+
+def is_image_id(text: str) -> bool:
+    """True for ``sha256:<64 hex>`` or a bare 64-hex id (an image ID, not a name)."""
+    return bool(_SHA256_RE.match(text) or _HEX_ID_RE.match(text))
+
+
+def is_sha256_digest(text: str) -> bool:
+    return bool(_SHA256_RE.match(text))

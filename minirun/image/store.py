@@ -1,0 +1,527 @@
+"""The content-addressed image store (default /var/lib/minirun).
+
+::
+
+    blobs/sha256/<hex>        manifests, configs, compressed layers; only ever verified content
+    layers/<hex>/diff/        one unpacked layer, keyed by its diff_id: an overlayfs lowerdir
+    layers/<hex>/layer.json   {"diff_id", "size", "link"}
+    layers/l/<link>           short link -> ../<hex>/diff (keeps overlay's mount options short)
+    images/<hex>.json         one image, keyed by its ID (= config digest, as in Docker)
+    repositories.json         "docker.io/library/busybox:latest" -> image ID
+    tmp/<pid>-<rand>          partial downloads and unpacks; renamed into place when complete
+
+Every write is a write to ``tmp`` then a rename, so a crash or Ctrl-C leaves either
+the old or the new state. Metadata changes hold an exclusive ``flock`` on ``lock``;
+unpacking a layer holds ``locks/<hex>`` only, so two pulls of different layers overlap
+while two unpacks of the same layer do not. ``tmp`` entries of dead processes are
+swept when the store is opened for writing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import hashlib
+import json
+import os
+import secrets
+import shutil
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import IO, Any, BinaryIO
+
+from minirun.errors import DigestMismatch, ImageInUse, ImageNotFound, StoreError
+from minirun.image import oci
+from minirun.image import reference as refs
+
+DEFAULT_ROOT = "/var/lib/minirun"
+_LINK_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
+_CHUNK = 1 << 20
+
+
+def default_root() -> Path:
+    return Path(os.environ.get("MINIRUN_ROOT") or DEFAULT_ROOT)
+
+
+def hex_of(digest: str) -> str:
+    return digest.split(":", 1)[1] if ":" in digest else digest
+
+
+def short_id(digest: str) -> str:
+    return hex_of(digest)[:12]
+
+
+@dataclass(frozen=True)
+class LayerRef:
+    """One layer of an image: its blob (compressed) and its unpacked dir (diff_id)."""
+
+    digest: str
+    diff_id: str
+    size: int  # uncompressed bytes
+    media_type: str
+    link: str  # name under layers/l/
+
+
+@dataclass
+class ImageRecord:
+    id: str  # "sha256:<hex>" of the config blob
+    manifest_digest: str
+    manifest_media_type: str
+    layers: list[LayerRef]
+    created: str  # from the image config (RFC 3339)
+    added: float  # when it entered this store
+    repo_tags: list[str] = field(default_factory=list)  # filled in from repositories.json
+    repo_digests: list[str] = field(default_factory=list)
+
+    @property
+    def size(self) -> int:
+        return sum(layer.size for layer in self.layers)
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        d.pop("repo_tags")
+        d.pop("repo_digests")
+        return d
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> ImageRecord:
+        layers = [LayerRef(**layer) for layer in d["layers"]]
+        return cls(d["id"], d["manifest_digest"], d["manifest_media_type"], layers,
+                   d.get("created", ""), d.get("added", 0.0))
+
+
+@dataclass(frozen=True)
+class Removal:
+    """One line of rmi's report, in Docker's words: Untagged / Deleted."""
+
+    action: str
+    what: str
+
+
+def atomic_write(path: Path, data: bytes, tmpdir: Path | None = None) -> None:
+    """Write then rename: readers see the old file or the new one, never half of one."""
+    tmp = (tmpdir or path.parent) / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}"
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+@contextlib.contextmanager
+def file_lock(path: Path, shared: bool = False) -> Iterator[None]:
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing drops the lock
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class HashingWriter:
+    """Copies a stream to a file while hashing it; the blob's digest is known at the end."""
+
+    def __init__(self, f: IO[bytes]) -> None:
+        self.f = f
+        self.h = hashlib.sha256()
+        self.size = 0
+
+    def write(self, b: bytes) -> int:
+        self.h.update(b)
+        self.size += len(b)
+        return self.f.write(b)
+
+    @property
+    def digest(self) -> str:
+        return "sha256:" + self.h.hexdigest()
+
+
+class Store:
+    def __init__(self, root: Path | str | None = None) -> None:
+        self.root = Path(root) if root is not None else default_root()
+        self.blobs = self.root / "blobs" / "sha256"
+        self.layers = self.root / "layers"
+        self.links = self.layers / "l"
+        self.images_dir = self.root / "images"
+        self.tmp = self.root / "tmp"
+        self.locks = self.root / "locks"
+        self.containers = self.root / "containers"
+        self._repos_path = self.root / "repositories.json"
+        self._ready = False
+
+    # -- set-up and locking -------------------------------------------------------------
+
+    def ensure(self) -> None:
+        """Create the layout (once per process) and sweep what dead writers left in tmp."""
+        if self._ready:
+            return
+        try:
+            for d in (self.blobs, self.links, self.images_dir, self.tmp, self.locks, self.containers):
+                d.mkdir(parents=True, exist_ok=True)
+            os.chmod(self.root, 0o711)
+        except PermissionError:
+            raise StoreError(f"cannot write the store at {self.root} (run as root, or set MINIRUN_ROOT)") from None
+        self._ready = True
+        self._sweep_tmp()
+
+    def _sweep_tmp(self) -> None:
+        for entry in self.tmp.iterdir():
+            pid_s = entry.name.split("-", 1)[0]
+            if pid_s.isdigit() and int(pid_s) != os.getpid() and not _pid_alive(int(pid_s)):
+                _remove(entry)
+
+    def lock(self) -> contextlib.AbstractContextManager[None]:
+        self.ensure()
+        return file_lock(self.root / "lock")
+
+    def new_tmp(self, suffix: str = "") -> Path:
+        """A fresh path in tmp, named after this process so a sweep can tell it is orphaned."""
+        self.ensure()
+        return self.tmp / f"{os.getpid()}-{secrets.token_hex(8)}{suffix}"
+
+    # -- blobs ------------------------------------------------------------------------------
+
+    def blob_path(self, digest: str) -> Path:
+        return self.blobs / hex_of(oci.check_digest(digest, "blob"))
+
+    def has_blob(self, digest: str) -> bool:
+        return self.blob_path(digest).is_file()
+
+    def read_blob(self, digest: str) -> bytes:
+        try:
+            return self.blob_path(digest).read_bytes()
+        except FileNotFoundError:
+            raise StoreError(f"blob {digest} is missing from the store") from None
+
+    def put_blob(self, data: bytes, expected: str | None = None, what: str = "blob") -> str:
+        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        if expected is not None and digest != expected:
+            raise DigestMismatch(what, expected, digest)
+        path = self.blob_path(digest)
+        if not path.exists():
+            self.ensure()
+            atomic_write(path, data, self.tmp)
+        return digest
+
+    def put_blob_stream(self, src: BinaryIO, expected: str | None = None,
+                        expected_size: int | None = None, what: str = "blob") -> str:
+        """Stream into tmp while hashing; only verified content is renamed into blobs/."""
+        tmp = self.new_tmp(".blob")
+        try:
+            with open(tmp, "wb") as f:
+                w = HashingWriter(f)
+                while chunk := src.read(_CHUNK):
+                    w.write(chunk)
+            if expected_size is not None and w.size != expected_size:
+                raise DigestMismatch(f"{what} (size {w.size}, expected {expected_size})",
+                                     expected or "?", w.digest)
+            if expected is not None and w.digest != expected:
+                raise DigestMismatch(what, expected, w.digest)
+            os.replace(tmp, self.blob_path(w.digest))
+            return w.digest
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+
+    # -- layers -----------------------------------------------------------------------------
+
+    def layer_path(self, diff_id: str) -> Path:
+        return self.layers / hex_of(oci.check_digest(diff_id, "diff_id"))
+
+    def layer_dir(self, diff_id: str) -> Path:
+        """The unpacked layer: what overlayfs gets as a lowerdir."""
+        return self.layer_path(diff_id) / "diff"
+
+    def has_layer(self, diff_id: str) -> bool:
+        return (self.layer_path(diff_id) / "layer.json").is_file()
+
+    def layer_info(self, diff_id: str) -> dict[str, Any]:
+        try:
+            info: dict[str, Any] = json.loads((self.layer_path(diff_id) / "layer.json").read_bytes())
+            return info
+        except FileNotFoundError:
+            raise StoreError(f"layer {diff_id} is missing from the store") from None
+
+    def add_layer(self, blob: Path, diff_id: str, media_type: str | None = None) -> tuple[dict[str, Any], bool]:
+        """Unpack a verified blob as the layer ``diff_id`` unless it is there already.
+        Returns (layer info, True if it was new). The unpacked stream's digest must be
+        ``diff_id``; otherwise nothing is kept."""
+        from minirun.image.layers import unpack_layer  # the unpacker is only needed here
+
+        self.ensure()
+        final = self.layer_path(diff_id)
+        with file_lock(self.locks / hex_of(diff_id)):
+            if self.has_layer(diff_id):
+                return self.layer_info(diff_id), False
+            work = self.new_tmp(".layer")
+            try:
+                (work / "diff").mkdir(parents=True)
+                with open(blob, "rb") as src:
+                    res = unpack_layer(src, work / "diff", media_type=media_type, name=diff_id[:19])
+                if res.diff_id != diff_id:
+                    raise DigestMismatch(f"layer {short_id(diff_id)} (uncompressed)", diff_id, res.diff_id)
+                link = "".join(secrets.choice(_LINK_ALPHABET) for _ in range(12))
+                info = {"diff_id": diff_id, "size": res.size, "link": link}
+                (work / "layer.json").write_text(json.dumps(info))
+                if final.exists():  # a half-removed layer from a crash: it has no layer.json
+                    _remove(final)
+                os.rename(work, final)
+                os.symlink(f"../{hex_of(diff_id)}/diff", self.links / link)
+                return info, True
+            finally:
+                if work.exists():
+                    _remove(work)
+
+    def _remove_layer(self, diff_id: str) -> None:
+        path = self.layer_path(diff_id)
+        with file_lock(self.locks / hex_of(diff_id)):
+            with contextlib.suppress(FileNotFoundError, StoreError):
+                (self.links / self.layer_info(diff_id)["link"]).unlink()
+            if path.exists():
+                # Rename first: the layer vanishes at once, the slow delete happens in tmp.
+                doomed = self.new_tmp(".rm")
+                os.rename(path, doomed)
+                _remove(doomed)
+        with contextlib.suppress(FileNotFoundError):
+            (self.locks / hex_of(diff_id)).unlink()
+
+    # -- images and names -------------------------------------------------------------------
+
+    def _image_path(self, image_id: str) -> Path:
+        return self.images_dir / f"{hex_of(image_id)}.json"
+
+    def _read_repos(self) -> dict[str, str]:
+        try:
+            data: dict[str, str] = json.loads(self._repos_path.read_bytes())
+            return data
+        except FileNotFoundError:
+            return {}
+
+    def _write_repos(self, repos: dict[str, str]) -> None:
+        atomic_write(self._repos_path, json.dumps(repos, indent=1, sort_keys=True).encode(), self.tmp)
+
+    def add_image(self, manifest_bytes: bytes, config_bytes: bytes,
+                  tags: Sequence[refs.Reference] = (), repo_digest_names: Sequence[str] = ()) -> ImageRecord:
+        """Record an image whose blobs and layers are already in the store, and tag it.
+        Verifies that the config's diff_ids match the layers the manifest names."""
+        manifest = oci.Manifest.parse(manifest_bytes)
+        config = oci.ImageConfig.parse(config_bytes)
+        if len(config.diff_ids) != len(manifest.layers):
+            raise StoreError(f"image config lists {len(config.diff_ids)} layers, manifest {len(manifest.layers)}")
+        manifest_digest = self.put_blob(manifest_bytes)
+        config_digest = self.put_blob(config_bytes, manifest.config.digest, "image config")
+        with self.lock():
+            layers = []
+            for desc, diff_id in zip(manifest.layers, config.diff_ids, strict=True):
+                if not self.has_layer(diff_id):
+                    raise StoreError(f"layer {short_id(diff_id)} vanished while the image was added; try again")
+                info = self.layer_info(diff_id)
+                layers.append(LayerRef(desc.digest, diff_id, info["size"], desc.media_type, info["link"]))
+            rec = ImageRecord(config_digest, manifest_digest, manifest.media_type, layers,
+                              config.created, time.time())
+            path = self._image_path(rec.id)
+            if path.exists():  # the same image again: keep when it first came
+                rec.added = ImageRecord.from_json(json.loads(path.read_bytes())).added
+            atomic_write(path, json.dumps(rec.to_json()).encode(), self.tmp)
+            repos = self._read_repos()
+            for ref in tags:
+                repos[str(ref.with_tag(ref.tag or refs.DEFAULT_TAG))] = rec.id
+            for name in repo_digest_names:
+                repos[f"{name}@{manifest_digest}"] = rec.id
+            self._write_repos(repos)
+        return self._with_names(rec, repos)
+
+    def _with_names(self, rec: ImageRecord, repos: dict[str, str]) -> ImageRecord:
+        rec.repo_tags = sorted(k for k, v in repos.items() if v == rec.id and "@" not in k)
+        rec.repo_digests = sorted(k for k, v in repos.items() if v == rec.id and "@" in k)
+        return rec
+
+    def _load_image(self, image_id: str) -> ImageRecord | None:
+        try:
+            return ImageRecord.from_json(json.loads(self._image_path(image_id).read_bytes()))
+        except FileNotFoundError:
+            return None
+
+    def images(self) -> list[ImageRecord]:
+        if not self.images_dir.is_dir():
+            return []
+        repos = self._read_repos()
+        out = []
+        for p in self.images_dir.glob("*.json"):
+            rec = self._load_image("sha256:" + p.stem)
+            if rec:
+                out.append(self._with_names(rec, repos))
+        out.sort(key=lambda r: r.added, reverse=True)
+        return out
+
+    def resolve(self, text: str) -> ImageRecord:
+        """Find an image by name[:tag], name@digest, full ID or a unique ID prefix (>= 4 hex)."""
+        repos = self._read_repos()
+        candidate = text[7:] if text.startswith("sha256:") else text
+        if all(c in "0123456789abcdef" for c in candidate) and len(candidate) >= 4:
+            matches = [p.stem for p in self.images_dir.glob(f"{candidate}*.json")] if self.images_dir.is_dir() else []
+            if len(matches) == 1:
+                rec = self._load_image("sha256:" + matches[0])
+                if rec:
+                    return self._with_names(rec, repos)
+            if len(matches) > 1:
+                raise StoreError(f"image ID prefix {text!r} is ambiguous; give more characters")
+        try:
+            ref = refs.parse(text)
+        except Exception:
+            raise ImageNotFound(text) from None
+        image_id = repos.get(str(ref))
+        if image_id is None and ref.digest and ref.tag:  # name:tag@digest: the digest decides
+            image_id = repos.get(f"{ref.name}@{ref.digest}")
+        rec = self._load_image(image_id) if image_id else None
+        if rec is None:
+            raise ImageNotFound(text)
+        return self._with_names(rec, repos)
+
+    def tag(self, source: str, target: refs.Reference) -> ImageRecord:
+        rec = self.resolve(source)
+        with self.lock():
+            repos = self._read_repos()
+            repos[str(target.with_tag(target.tag or refs.DEFAULT_TAG))] = rec.id
+            self._write_repos(repos)
+        return self._with_names(rec, repos)
+
+    def containers_using(self, image_id: str) -> list[str]:
+        """IDs of containers (any state) made from this image; they pin its layers."""
+        out = []
+        if self.containers.is_dir():
+            for p in self.containers.glob("*/container.json"):
+                try:
+                    if json.loads(p.read_bytes()).get("image_id") == image_id:
+                        out.append(p.parent.name)
+                except (OSError, ValueError):
+                    continue
+        return out
+
+    def remove_image(self, text: str, force: bool = False) -> list[Removal]:
+        """``rmi``: untag a name, and delete the image when no name is left. Layers go only
+        when no other image uses them. By ID, an image with several names needs -f."""
+        rec = self.resolve(text)
+        out: list[Removal] = []
+        with self.lock():
+            repos = self._read_repos()
+            names = [k for k, v in repos.items() if v == rec.id]
+            by_name = not refs.is_image_id(text) and not all(c in "0123456789abcdef" for c in text)
+            users = self.containers_using(rec.id)
+            if by_name:
+                ref = str(refs.parse(text))
+                untag = [ref] if ref in repos else []
+                if len([n for n in names if "@" not in n]) <= 1:
+                    untag = names  # last tag: its digest references go with it
+            else:
+                if len([n for n in names if "@" not in n]) > 1 and not force:
+                    raise ImageInUse(f"unable to delete {short_id(rec.id)} (must be forced): "
+                                     "image is referenced in multiple repositories")
+                untag = names
+            remaining = [n for n in names if n not in untag]
+            if users and not remaining and not force:
+                raise ImageInUse(f"unable to remove image {text}: container {users[0][:12]} is using "
+                                 f"its referenced image {short_id(rec.id)} (remove the container first, or use -f)")
+            for n in untag:
+                del repos[n]
+                out.append(Removal("Untagged", _familiar(n)))
+            self._write_repos(repos)
+            if not remaining and not users:
+                out.extend(self._gc([rec.id]))
+        return out
+
+    def _gc(self, image_ids: list[str]) -> list[Removal]:
+        """Delete these images, then every layer and blob no remaining image refers to.
+        Caller holds the store lock."""
+        out: list[Removal] = []
+        for image_id in image_ids:
+            with contextlib.suppress(FileNotFoundError):
+                self._image_path(image_id).unlink()
+                out.append(Removal("Deleted", image_id))
+        live_layers, live_blobs = self._live()
+        for p in list(self.layers.iterdir()):
+            if p.name == "l" or len(p.name) != 64:
+                continue
+            diff_id = "sha256:" + p.name
+            if diff_id not in live_layers:
+                self._remove_layer(diff_id)
+                out.append(Removal("Deleted", diff_id))
+        for p in list(self.blobs.iterdir()):
+            if "sha256:" + p.name not in live_blobs:
+                with contextlib.suppress(FileNotFoundError):
+                    p.unlink()
+        return out
+
+    def discard_unreferenced(self, diff_ids: Sequence[str], blobs: Sequence[str]) -> None:
+        """Undo a failed load or pull: drop the layers and blobs it added that no image uses."""
+        if not diff_ids and not blobs:
+            return
+        with self.lock():
+            live_layers, live_blobs = self._live()
+            for diff_id in diff_ids:
+                if diff_id not in live_layers:
+                    self._remove_layer(diff_id)
+            for digest in blobs:
+                if digest not in live_blobs:
+                    with contextlib.suppress(FileNotFoundError):
+                        self.blob_path(digest).unlink()
+
+    def _live(self) -> tuple[set[str], set[str]]:
+        """Layers and blobs some image record refers to."""
+        live_layers: set[str] = set()
+        live_blobs: set[str] = set()
+        for p in self.images_dir.glob("*.json"):
+            rec = self._load_image("sha256:" + p.stem)
+            if rec is None:
+                continue
+            live_blobs.update({rec.id, rec.manifest_digest})
+            for layer in rec.layers:
+                live_layers.add(layer.diff_id)
+                live_blobs.add(layer.digest)
+        return live_layers, live_blobs
+
+    def layer_users(self) -> dict[str, int]:
+        """diff_id -> how many images share that layer (``history`` shows it)."""
+        counts: dict[str, int] = {}
+        for rec in self.images():
+            for diff_id in {layer.diff_id for layer in rec.layers}:
+                counts[diff_id] = counts.get(diff_id, 0) + 1
+        return counts
+
+    def manifest_and_config(self, rec: ImageRecord) -> tuple[oci.Manifest, oci.ImageConfig]:
+        return (oci.Manifest.parse(self.read_blob(rec.manifest_digest)),
+                oci.ImageConfig.parse(self.read_blob(rec.id)))
+
+
+def _familiar(name: str) -> str:
+    try:
+        return refs.parse(name).familiar()
+    except Exception:
+        return name
+
+
+def _remove(path: Path) -> None:
+    """Remove a file or tree, tolerating races with another remover."""
+    try:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+    except FileNotFoundError:
+        pass
+    except OSError as e:
+        if e.errno != errno.ENOENT:
+            raise
