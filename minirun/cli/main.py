@@ -93,6 +93,12 @@ def main() -> None:
         # `minirun images | head`: the reader went away; that is not an error.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         sys.exit(0)
+    except Exception as e:  # a bug, not a user error: still one line, details on request
+        if os.environ.get("MINIRUN_DEBUG"):
+            raise
+        click.echo(f"Error: internal error: {type(e).__name__}: {e} (set MINIRUN_DEBUG=1 for a traceback)",
+                   err=True)
+        sys.exit(125)
     sys.exit(rc if isinstance(rc, int) else 0)
 
 

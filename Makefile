@@ -1,0 +1,56 @@
+# minirun — every target pulls in what it needs, so on a fresh Debian/Ubuntu machine
+# `sudo make demo` and `sudo make test` each work as the first command.
+
+VENV      := .venv
+BIN       := $(VENV)/bin
+STAMP     := $(VENV)/.installed
+IMAGES    := images/out
+# Debian 12 / Ubuntu 24.04 ship python3 >= 3.11; on Ubuntu 22.04 `deps` adds python3.11.
+PYTHON     = $(shell for p in python3.13 python3.12 python3.11 python3; do \
+               if command -v $$p >/dev/null && $$p -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; \
+               then command -v $$p; break; fi; done)
+APT_PKGS  := python3 python3-venv python3-dev gcc make libcap-dev busybox-static zstd \
+             iproute2 util-linux procps docker-registry skopeo podman runc
+PYTEST_ARGS ?=
+
+.PHONY: deps install images demo test lint bench clean
+
+deps:
+	@missing=$$(for p in $(APT_PKGS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -z "$(PYTHON)" ]; then missing="$$missing python3.11 python3.11-venv python3.11-dev"; fi; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+	@modprobe overlay 2>/dev/null || true
+
+$(STAMP): pyproject.toml | deps
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	@touch $@
+
+install: deps $(STAMP)
+	ln -sf $(CURDIR)/$(BIN)/minirun /usr/local/bin/minirun
+	@echo "installed: $$(command -v minirun) -> $(CURDIR)/$(BIN)/minirun"
+
+images: install
+	$(BIN)/python images/build.py $(IMAGES)
+	@for i in busybox busybox-extra busybox-edit; do $(BIN)/minirun load -i $(IMAGES)/$$i || exit 1; done
+	$(BIN)/minirun images
+
+demo: images
+	@bash scripts/demo.sh
+
+test: install
+	$(BIN)/pytest -q $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/ruff check minirun tests bench images
+	$(BIN)/mypy
+
+bench: install
+	@for b in bench/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+clean:
+	rm -rf $(VENV) $(IMAGES) bench/out *.egg-info

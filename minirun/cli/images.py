@@ -1,0 +1,164 @@
+"""Image verbs: load, save, images, rmi, tag, history."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from minirun.cli.main import store_from
+from minirun.cli.output import json_lines, table
+from minirun.errors import UsageError
+from minirun.humanize import ago, human_size
+from minirun.image import reference as refs
+from minirun.image.store import short_id
+
+
+@click.command()
+@click.option("-i", "--input", "input_", type=click.Path(dir_okay=True, path_type=Path),
+              help="Read from a tar archive or OCI layout directory instead of STDIN.")
+@click.option("-q", "--quiet", is_flag=True, help="Suppress the per-layer lines.")
+@click.pass_context
+def load(ctx: click.Context, input_: Path | None, quiet: bool) -> None:
+    """Load images from a docker-archive or an OCI image layout (dir or tar)."""
+    from minirun.image import archive
+
+    store = store_from(ctx, "load")
+    if input_ is None and sys.stdin.isatty():
+        raise UsageError("requested load from stdin, but stdin is empty (use -i FILE)")
+
+    def report(line: str) -> None:
+        if not quiet or line.startswith("Loaded image"):
+            click.echo(line)
+
+    src = input_ if input_ is not None else sys.stdin.buffer
+    archive.load(store, src, report)
+
+
+@click.command()
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write to a file instead of STDOUT.")
+@click.argument("image", nargs=-1, required=True)
+@click.pass_context
+def save(ctx: click.Context, output: Path | None, image: tuple[str, ...]) -> None:
+    """Save images to a tar archive (docker-archive and OCI layout in one)."""
+    from minirun.image import archive
+
+    store = store_from(ctx, "save")
+    if output is not None:
+        archive.save_to_file(store, list(image), output)
+        return
+    if sys.stdout.isatty():
+        raise UsageError("cowardly refusing to save to a terminal; use -o FILE or redirect")
+    archive.save(store, list(image), sys.stdout.buffer)
+
+
+def _repo_tag(name: str) -> tuple[str, str]:
+    ref = refs.parse(name)
+    return ref.familiar_name, ref.tag or "<none>"
+
+
+@click.command()
+@click.option("-q", "--quiet", is_flag=True, help="Only show image IDs.")
+@click.option("--no-trunc", is_flag=True, help="Don't truncate output.")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
+@click.argument("repository", required=False)
+@click.pass_context
+def images(ctx: click.Context, quiet: bool, no_trunc: bool, fmt: str, repository: str | None) -> None:
+    """List images."""
+    store = store_from(ctx, "images")
+    now = time.time()
+    rows: list[dict[str, str]] = []
+    for rec in store.images():
+        created = _created_ts(rec.created)
+        names = [_repo_tag(t) for t in rec.repo_tags] or [("<none>", "<none>")]
+        for repo, tag in names:
+            if repository and repo != repository and repo != refs.parse(repository).familiar_name:
+                continue
+            rows.append({
+                "Repository": repo, "Tag": tag,
+                "ID": rec.id if no_trunc else short_id(rec.id),
+                "CreatedSince": ago(created, now) if created else "N/A",
+                "CreatedAt": rec.created,
+                "Size": human_size(rec.size),
+                "Digest": rec.manifest_digest,
+            })
+    if quiet:
+        for r in dict.fromkeys(r["ID"] for r in rows):
+            click.echo(r)
+    elif fmt == "json":
+        json_lines(rows)
+    else:
+        table(["REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"],
+              [[r["Repository"], r["Tag"], r["ID"], r["CreatedSince"], r["Size"]] for r in rows])
+
+
+def _created_ts(text: str) -> float:
+    import datetime as dt
+
+    if not text:
+        return 0.0
+    try:
+        # Go writes nanoseconds; Python takes at most microseconds.
+        head, dot, frac = text.rstrip("Z").partition(".")
+        frac = frac.split("+")[0].split("-")[0][:6]
+        return dt.datetime.fromisoformat(f"{head}{'.' + frac if dot and frac else ''}+00:00").timestamp()
+    except ValueError:
+        return 0.0
+
+
+@click.command()
+@click.option("-f", "--force", is_flag=True, help="Force removal of the image.")
+@click.argument("image", nargs=-1, required=True)
+@click.pass_context
+def rmi(ctx: click.Context, force: bool, image: tuple[str, ...]) -> None:
+    """Remove one or more images. A layer is deleted only when no image uses it."""
+    store = store_from(ctx, "rmi")
+    for name in image:
+        for r in store.remove_image(name, force=force):
+            click.echo(f"{r.action}: {r.what}")
+
+
+@click.command()
+@click.argument("source")
+@click.argument("target")
+@click.pass_context
+def tag(ctx: click.Context, source: str, target: str) -> None:
+    """Create a tag TARGET that refers to SOURCE."""
+    store_from(ctx, "tag").tag(source, refs.parse(target))
+
+
+@click.command()
+@click.option("--no-trunc", is_flag=True, help="Don't truncate output.")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
+@click.argument("image")
+@click.pass_context
+def history(ctx: click.Context, no_trunc: bool, fmt: str, image: str) -> None:
+    """Show the layers of an image, newest first, and how many images share each."""
+    from minirun.image.history import image_history
+
+    store = store_from(ctx, "history")
+    now = time.time()
+    rows: list[dict[str, Any]] = []
+    for h in image_history(store, store.resolve(image)):
+        created = _created_ts(h.created)
+        by = h.created_by if no_trunc or len(h.created_by) <= 45 else h.created_by[:44] + "…"
+        rows.append({
+            "Layer": (h.diff_id if no_trunc else short_id(h.diff_id)) if h.diff_id else "<missing>",
+            "CreatedSince": ago(created, now) if created else "N/A",
+            "CreatedAt": h.created,
+            "CreatedBy": by,
+            "Size": human_size(h.size),
+            "SharedBy": h.shared_by,
+            "Comment": h.comment,
+        })
+    if fmt == "json":
+        json_lines(rows)
+    else:
+        table(["LAYER", "CREATED", "CREATED BY", "SIZE", "SHARED BY", "COMMENT"],
+              [[str(r["Layer"]), str(r["CreatedSince"]), str(r["CreatedBy"]), str(r["Size"]),
+                f"{r['SharedBy']} image{'s' if r['SharedBy'] != 1 else ''}" if r["SharedBy"] else "",
+                str(r["Comment"])] for r in rows])

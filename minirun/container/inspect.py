@@ -1,0 +1,79 @@
+"""``inspect CONTAINER``: Docker's field names, plus the layer stack made explicit —
+each image layer dir with its diff_id and "ro", then the container layer with "rw"."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from typing import Any
+
+from minirun.container.records import ContainerRecord, Containers
+
+
+def _iso(ts: float) -> str:
+    if not ts:
+        return "0001-01-01T00:00:00Z"
+    return dt.datetime.fromtimestamp(ts, dt.UTC).isoformat().replace("+00:00", "Z")
+
+
+def container_inspect(containers: Containers, rec: ContainerRecord) -> dict[str, Any]:
+    cdir = containers.dir(rec.id)
+    try:
+        spec = json.loads((cdir / "config.json").read_bytes())
+    except (OSError, ValueError):
+        spec = {}
+    opts = rec.extra.get("options", {})
+    proc = spec.get("process", {})
+    status = rec.effective_status()
+    upper = str(cdir / "upper")
+    return {
+        "Id": rec.id,
+        "Created": _iso(rec.created),
+        "Path": rec.args[0] if rec.args else "",
+        "Args": rec.args[1:],
+        "State": {
+            "Status": status, "Running": status == "running",
+            "Pid": rec.pid if status == "running" else 0,
+            "ExitCode": rec.exit_code if status == "exited" and rec.status == "exited" else (
+                255 if status == "exited" else 0),
+            "StartedAt": _iso(rec.started_at), "FinishedAt": _iso(rec.finished_at),
+        },
+        "Image": rec.image_id,
+        "Name": "/" + rec.name,
+        "HostnamePath": str(cdir / "hostname"),
+        "HostsPath": str(cdir / "hosts"),
+        "ResolvConfPath": str(cdir / "resolv.conf"),
+        "Config": {
+            "Hostname": spec.get("hostname", ""),
+            "User": opts.get("user") or "",
+            "Tty": bool(proc.get("terminal")),
+            "OpenStdin": bool(opts.get("interactive")),
+            "Env": proc.get("env", []),
+            "Cmd": opts.get("command") or None,
+            "Image": rec.image,
+            "WorkingDir": proc.get("cwd", "/"),
+            "Entrypoint": opts.get("entrypoint"),
+        },
+        "HostConfig": {
+            "Binds": opts.get("volumes", []),
+            "Tmpfs": opts.get("tmpfs", []),
+            "ReadonlyRootfs": bool(opts.get("read_only")),
+            "CapAdd": opts.get("cap_add", []),
+            "CapDrop": opts.get("cap_drop", []),
+            "SecurityOpt": ["no-new-privileges"] if opts.get("no_new_privileges") else [],
+            "AutoRemove": rec.auto_remove,
+            "NoPivotRoot": rec.no_pivot,
+        },
+        "GraphDriver": {
+            "Name": "overlay",
+            "Data": {"LowerDir": ":".join([str(cdir / "init"), *rec.lowerdirs]), "UpperDir": upper,
+                     "WorkDir": str(cdir / "work"), "MergedDir": str(cdir / "rootfs")},
+        },
+        # The point of minirun: the read-only image layers (shared with every container of
+        # every image that has them), the container's init layer (its /etc mount points),
+        # then the container's own writable layer. Bottom first, like RootFS.Layers.
+        "Layers": [{"DiffID": d, "Dir": p, "Mode": "ro"}
+                   for d, p in reversed(list(zip(rec.diff_ids, rec.lowerdirs, strict=True)))]
+        + [{"DiffID": None, "Dir": str(cdir / "init"), "Mode": "ro", "Init": True},
+           {"DiffID": None, "Dir": upper, "Mode": "rw"}],
+    }

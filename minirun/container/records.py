@@ -1,0 +1,187 @@
+"""Container records: one directory per container under ``<root>/containers/<id>/``.
+
+::
+
+    container.json   the record below (rewritten atomically on every state change)
+    config.json      the OCI runtime spec it runs with
+    upper/ work/     the container layer: overlayfs upperdir and its workdir
+    rootfs/          the mount point of the merged root, used inside the container's
+                     own mount namespace only (empty on the host)
+    hosts hostname resolv.conf   bind-mounted over the container's /etc files
+
+The state shown to users is derived, not trusted: a record that says "running"
+whose process is gone (minirun was killed, the machine rebooted) reads as exited.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from minirun.errors import ContainerError, ContainerNotFound, NameInUse, UsageError
+from minirun.humanize import ago, human_duration
+from minirun.image.store import Store, atomic_write
+
+_ADJECTIVES = ("brave", "calm", "eager", "fond", "gentle", "happy", "jolly", "keen", "lucid",
+               "merry", "nimble", "proud", "quiet", "sharp", "tender", "vivid", "witty", "zen")
+_NOUNS = ("turing", "hopper", "lovelace", "ritchie", "thompson", "torvalds", "knuth", "dijkstra",
+          "liskov", "hamilton", "kernighan", "pike", "wirth", "backus", "mccarthy", "allen")
+
+
+@dataclass
+class ContainerRecord:
+    id: str
+    name: str
+    image: str  # as the user named it (ps shows this)
+    image_id: str
+    args: list[str]
+    created: float
+    lowerdirs: list[str]  # layer dirs (short links), topmost first
+    diff_ids: list[str]  # the same layers, topmost first
+    auto_remove: bool = False
+    no_pivot: bool = False
+    status: str = "created"  # created | running | exited
+    pid: int = 0
+    pid_start: str = ""  # the process's start time in /proc/PID/stat: tells a reused pid apart
+    started_at: float = 0.0
+    finished_at: float = 0.0
+    exit_code: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def alive(self) -> bool:
+        return self.status == "running" and self.pid > 0 and _start_time(self.pid) == self.pid_start
+
+    def effective_status(self) -> str:
+        if self.status == "running" and not self.alive():
+            return "exited"
+        return self.status
+
+    def status_text(self, now: float | None = None) -> str:
+        """``Up 3 minutes`` / ``Exited (0) 5 seconds ago`` / ``Created``, as ``docker ps``."""
+        now = now if now is not None else time.time()
+        st = self.effective_status()
+        if st == "running":
+            return f"Up {human_duration(now - self.started_at)}"
+        if st == "exited":
+            if self.status == "running":  # died unobserved: Docker reports 255 then
+                return "Exited (255) " + (ago(self.started_at, now) if self.started_at else "")
+            return f"Exited ({self.exit_code}) {ago(self.finished_at, now)}"
+        return "Created"
+
+
+def _start_time(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+    except OSError:
+        return ""
+    # Field 22 (starttime); the command name (field 2) may contain spaces, so split after ')'.
+    return data.rsplit(b")", 1)[1].split()[19].decode()
+
+
+def process_start_time(pid: int) -> str:
+    return _start_time(pid)
+
+
+class Containers:
+    """The container records of one store."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.root = store.containers
+
+    def dir(self, cid: str) -> Path:
+        return self.root / cid
+
+    def _path(self, cid: str) -> Path:
+        return self.root / cid / "container.json"
+
+    def _load(self, cid: str) -> ContainerRecord | None:
+        try:
+            d = json.loads(self._path(cid).read_bytes())
+        except (FileNotFoundError, NotADirectoryError, ValueError):
+            return None
+        return ContainerRecord(**d)
+
+    def save(self, rec: ContainerRecord) -> None:
+        atomic_write(self._path(rec.id), json.dumps(asdict(rec)).encode())
+
+    def all(self) -> list[ContainerRecord]:
+        if not self.root.is_dir():
+            return []
+        recs = [r for p in self.root.iterdir() if (r := self._load(p.name)) is not None]
+        recs.sort(key=lambda r: r.created, reverse=True)
+        return recs
+
+    def get(self, ref: str) -> ContainerRecord:
+        """By full ID, unique ID prefix or name (with or without Docker's leading '/')."""
+        ref = ref.lstrip("/")
+        if not ref:
+            raise ContainerNotFound(ref)
+        recs = self.all()
+        for r in recs:
+            if r.id == ref or r.name == ref:
+                return r
+        matches = [r for r in recs if r.id.startswith(ref)]
+        if len(matches) == 1:
+            return matches[0]
+        if len(matches) > 1:
+            raise ContainerError(f"container ID prefix {ref!r} is ambiguous; give more characters")
+        raise ContainerNotFound(ref)
+
+    def create(self, rec_args: dict[str, Any], name: str | None) -> ContainerRecord:
+        """Allocate an ID and a unique name and write the record, under the store lock so
+        that two ``run --name x`` racing cannot both win."""
+        if name is not None:
+            _check_name(name)
+        self.store.ensure()
+        with self.store.lock():
+            taken = {r.name: r.id for r in self.all()}
+            if name is not None and name in taken:
+                raise NameInUse(name, taken[name])
+            while name is None or name in taken:
+                name = f"{secrets.choice(_ADJECTIVES)}_{secrets.choice(_NOUNS)}"
+                if name in taken:
+                    name += f"{secrets.randbelow(100)}"
+            cid = secrets.token_hex(32)
+            (self.root / cid).mkdir(mode=0o700)
+            rec = ContainerRecord(id=cid, name=name, created=time.time(), **rec_args)
+            self.save(rec)
+        return rec
+
+    def remove(self, rec: ContainerRecord, force: bool = False) -> None:
+        if rec.alive():
+            if not force:
+                raise ContainerError(f"cannot remove container {rec.name}: it is running "
+                                     "(stop it first, or use rm -f)")
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(rec.pid, 9)
+            _wait_gone(rec.pid)
+        path = self.dir(rec.id)
+        # Rename first so the record disappears at once; the layer is deleted after.
+        doomed = self.store.new_tmp(".rm")
+        try:
+            os.rename(path, doomed)
+        except FileNotFoundError:
+            return
+        shutil.rmtree(doomed, ignore_errors=True)
+
+
+def _wait_gone(pid: int, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and os.path.exists(f"/proc/{pid}"):
+        time.sleep(0.01)
+
+
+def _check_name(name: str) -> None:
+    import re
+
+    if not re.fullmatch(r"[a-zA-Z0-9][a-zA-Z0-9_.-]*", name) or len(name) > 128:
+        raise UsageError(f"invalid container name {name!r}: only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed")

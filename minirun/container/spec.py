@@ -1,0 +1,237 @@
+"""Build the OCI runtime spec (config.json) for a container: image config + run flags.
+
+This is the contract between the container side and the runtime, exactly as
+containerd hands runc a bundle. Docker's precedence rules are kept:
+``--entrypoint`` replaces the image's Entrypoint *and* drops its Cmd; arguments after
+the image replace Cmd; ``-e`` overrides the image's Env; ``-u``/``-w`` override
+User/WorkingDir.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from minirun.errors import UsageError
+
+# Docker's default capability set (moby oci/caps/defaults.go).
+DEFAULT_CAPS = (
+    "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD", "CAP_NET_RAW",
+    "CAP_SETGID", "CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP", "CAP_NET_BIND_SERVICE",
+    "CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE",
+)
+
+# Every capability the kernel knows, for --cap-add ALL (linux/capability.h, up to 6.x).
+ALL_CAPS = (
+    "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_DAC_READ_SEARCH", "CAP_FOWNER", "CAP_FSETID", "CAP_KILL",
+    "CAP_SETGID", "CAP_SETUID", "CAP_SETPCAP", "CAP_LINUX_IMMUTABLE", "CAP_NET_BIND_SERVICE",
+    "CAP_NET_BROADCAST", "CAP_NET_ADMIN", "CAP_NET_RAW", "CAP_IPC_LOCK", "CAP_IPC_OWNER",
+    "CAP_SYS_MODULE", "CAP_SYS_RAWIO", "CAP_SYS_CHROOT", "CAP_SYS_PTRACE", "CAP_SYS_PACCT",
+    "CAP_SYS_ADMIN", "CAP_SYS_BOOT", "CAP_SYS_NICE", "CAP_SYS_RESOURCE", "CAP_SYS_TIME",
+    "CAP_SYS_TTY_CONFIG", "CAP_MKNOD", "CAP_LEASE", "CAP_AUDIT_WRITE", "CAP_AUDIT_CONTROL",
+    "CAP_SETFCAP", "CAP_MAC_OVERRIDE", "CAP_MAC_ADMIN", "CAP_SYSLOG", "CAP_WAKE_ALARM",
+    "CAP_BLOCK_SUSPEND", "CAP_AUDIT_READ", "CAP_PERFMON", "CAP_BPF", "CAP_CHECKPOINT_RESTORE",
+)
+
+MASKED_PATHS = (
+    "/proc/asound", "/proc/acpi", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
+    "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi",
+    "/sys/firmware", "/sys/devices/virtual/powercap",
+)
+READONLY_PATHS = ("/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger")
+
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+@dataclass
+class RunOptions:
+    """What ``minirun run`` was asked for, flag by flag (Docker's names)."""
+
+    command: list[str] = field(default_factory=list)
+    entrypoint: str | None = None  # None: the image's; "": none
+    env: list[str] = field(default_factory=list)  # KEY=VAL, already merged from --env-file
+    workdir: str | None = None
+    user: str | None = None
+    hostname: str | None = None
+    tty: bool = False
+    interactive: bool = False
+    read_only: bool = False
+    volumes: list[str] = field(default_factory=list)  # HOST:CTR[:ro|rw]
+    tmpfs: list[str] = field(default_factory=list)  # PATH[:options]
+    cap_add: list[str] = field(default_factory=list)
+    cap_drop: list[str] = field(default_factory=list)
+    no_new_privileges: bool = False
+    chroot: bool = False
+    name: str | None = None
+    remove: bool = False
+
+
+def cap_name(text: str) -> str:
+    name = text.strip().upper()
+    if name == "ALL":
+        return name
+    if not name.startswith("CAP_"):
+        name = "CAP_" + name
+    if name not in ALL_CAPS:
+        raise UsageError(f"unknown capability {text!r} (e.g. NET_ADMIN, SYS_PTRACE, ALL)")
+    return name
+
+
+def capabilities(add: list[str], drop: list[str]) -> list[str]:
+    """Docker's rule: start from the defaults; ALL in drop empties it, ALL in add fills it;
+    then the named adds and drops apply."""
+    adds = [cap_name(c) for c in add]
+    drops = [cap_name(c) for c in drop]
+    caps = list(DEFAULT_CAPS)
+    if "ALL" in drops:
+        caps = []
+    if "ALL" in adds:
+        caps = list(ALL_CAPS)
+    for c in adds:
+        if c != "ALL" and c not in caps:
+            caps.append(c)
+    return [c for c in caps if c not in drops or c == "ALL"]
+
+
+def parse_env_file(text: str, host_env: dict[str, str], where: str) -> list[str]:
+    """``--env-file``: KEY=VAL lines; a bare KEY takes the host's value; # starts a comment."""
+    out = []
+    for n, raw in enumerate(text.splitlines(), 1):
+        line = raw.lstrip()
+        if not line or line.startswith("#"):
+            continue
+        key = line.split("=", 1)[0]
+        if not key or any(c.isspace() for c in key):
+            raise UsageError(f"{where}:{n}: variable {key!r} contains whitespace or is empty")
+        out.extend(expand_env([line], host_env))
+    return out
+
+
+def expand_env(items: list[str], host_env: dict[str, str]) -> list[str]:
+    """``-e KEY`` without a value passes the host's KEY through, or nothing if unset."""
+    out = []
+    for item in items:
+        if "=" in item:
+            if item.startswith("="):
+                raise UsageError(f"invalid environment variable {item!r}")
+            out.append(item)
+        elif item in host_env:
+            out.append(f"{item}={host_env[item]}")
+    return out
+
+
+def merge_env(base: list[str], overrides: list[str]) -> list[str]:
+    """Later values win, keeping the first position of each key (as Docker does)."""
+    merged: dict[str, str] = {}
+    for item in [*base, *overrides]:
+        k, _, v = item.partition("=")
+        merged[k] = v
+    return [f"{k}={v}" for k, v in merged.items()]
+
+
+def process_args(image_cfg: dict[str, Any], opts: RunOptions) -> list[str]:
+    if opts.entrypoint is not None:
+        entry = [opts.entrypoint] if opts.entrypoint else []
+        cmd = opts.command
+    else:
+        entry = list(image_cfg.get("Entrypoint") or [])
+        cmd = opts.command or list(image_cfg.get("Cmd") or [])
+    args = entry + cmd
+    if not args:
+        raise UsageError("no command specified (the image has no Cmd or Entrypoint; give one after the image)")
+    return args
+
+
+def parse_volume(spec: str) -> dict[str, Any]:
+    parts = spec.split(":")
+    if len(parts) not in (2, 3) or not parts[0] or not parts[1]:
+        raise UsageError(f"invalid volume specification {spec!r} (want /host/path:/container/path[:ro])")
+    src, dst = parts[0], parts[1]
+    mode = parts[2] if len(parts) == 3 else "rw"
+    if not src.startswith("/"):
+        raise UsageError(f"invalid volume {spec!r}: named volumes are not supported; give an absolute host path")
+    if not dst.startswith("/") or dst == "/":
+        raise UsageError(f"invalid volume {spec!r}: the container path must be absolute and not /")
+    opts = []
+    for m in mode.split(","):
+        if m not in ("ro", "rw", "z", "Z"):
+            raise UsageError(f"invalid volume mode {m!r} in {spec!r} (use ro or rw)")
+        if m in ("ro", "rw"):
+            opts.append(m)
+    return {"destination": dst, "type": "bind", "source": src, "options": ["rbind", "rprivate", *opts]}
+
+
+def parse_tmpfs(spec: str) -> dict[str, Any]:
+    path, _, extra = spec.partition(":")
+    if not path.startswith("/") or path == "/":
+        raise UsageError(f"invalid --tmpfs {spec!r}: the path must be absolute and not /")
+    options = ["nosuid", "nodev", "noexec"]
+    if extra:
+        options += [o for o in extra.split(",") if o]
+    return {"destination": path, "type": "tmpfs", "source": "tmpfs", "options": options}
+
+
+def default_mounts() -> list[dict[str, Any]]:
+    """What runc's default spec and Docker mount in every container."""
+    return [
+        {"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"]},
+        {"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
+         "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
+        {"destination": "/dev/pts", "type": "devpts", "source": "devpts",
+         "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]},
+        {"destination": "/dev/shm", "type": "tmpfs", "source": "shm",
+         "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]},
+        {"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"]},
+        {"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]},
+    ]
+
+
+@dataclass(frozen=True)
+class User:
+    uid: int
+    gid: int
+    additional_gids: list[int]
+    home: str
+
+
+def build_spec(image_cfg: dict[str, Any], opts: RunOptions, user: User, hostname: str,
+               etc_files: dict[str, str]) -> dict[str, Any]:
+    """The OCI runtime spec. ``etc_files`` maps /etc/hosts etc. to host files to bind."""
+    env = merge_env(list(image_cfg.get("Env") or []), [])
+    if not any(e.startswith("PATH=") for e in env):
+        env.insert(0, f"PATH={DEFAULT_PATH}")
+    env = merge_env(env, [f"HOSTNAME={hostname}"] + (["TERM=xterm"] if opts.tty else []))
+    env = merge_env(env, opts.env)
+    if not any(e.startswith("HOME=") for e in env):
+        env.append(f"HOME={user.home}")
+    caps = capabilities(opts.cap_add, opts.cap_drop)
+    mounts = default_mounts()
+    mounts += [{"destination": dst, "type": "bind", "source": src, "options": ["rbind", "rprivate", "rw"]}
+               for dst, src in etc_files.items()]
+    mounts += [parse_tmpfs(t) for t in opts.tmpfs]
+    mounts += [parse_volume(v) for v in opts.volumes]
+    cwd = opts.workdir or image_cfg.get("WorkingDir") or "/"
+    if not cwd.startswith("/"):
+        raise UsageError(f"the working directory {cwd!r} is invalid: it needs to be an absolute path")
+    return {
+        "ociVersion": "1.0.2",
+        "process": {
+            "terminal": opts.tty,
+            "user": {"uid": user.uid, "gid": user.gid, "additionalGids": user.additional_gids},
+            "args": process_args(image_cfg, opts),
+            "env": env,
+            "cwd": cwd,
+            "capabilities": {k: caps for k in ("bounding", "effective", "permitted")} | {
+                "inheritable": [], "ambient": []},
+            "noNewPrivileges": opts.no_new_privileges,
+            "rlimits": [],
+        },
+        "root": {"path": "rootfs", "readonly": opts.read_only},
+        "hostname": hostname,
+        "mounts": mounts,
+        "linux": {
+            "namespaces": [{"type": t} for t in ("pid", "network", "ipc", "uts", "mount", "cgroup")],
+            "maskedPaths": list(MASKED_PATHS),
+            "readonlyPaths": list(READONLY_PATHS),
+        },
+    }
