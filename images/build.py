@@ -41,7 +41,7 @@ def find_busybox() -> Path:
 def busybox_layer(busybox: Path) -> b.Layer:
     entries = [
         b.directory(d) for d in ("bin", "sbin", "usr", "usr/bin", "usr/sbin", "usr/share",
-                                  "usr/share/doc", "usr/share/doc/busybox", "etc", "root", "home",
+                                  "usr/share/doc", "usr/share/doc/busybox", "etc", "home",
                                   "var", "var/log", "dev", "proc", "sys", "run")
     ]
     entries += [b.Entry("tmp", "dir", mode=0o1777), b.Entry("root", "dir", mode=0o700)]

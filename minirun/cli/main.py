@@ -6,7 +6,6 @@ netlink imports it does not need. Every verb is a thin layer over the library; e
 from __future__ import annotations
 
 import importlib
-import importlib.util
 import os
 import sys
 from typing import Any
@@ -34,23 +33,14 @@ COMMANDS: dict[str, str] = {
 
 class LazyGroup(click.Group):
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return [c for c in COMMANDS if self._available(c)]
-
-    @staticmethod
-    def _available(name: str) -> bool:
-        mod = COMMANDS[name].split(":")[0]
-        return importlib.util.find_spec(mod) is not None
+        return list(COMMANDS)
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         target = COMMANDS.get(cmd_name)
         if target is None:
             return None
         mod_name, attr = target.split(":")
-        try:
-            mod = importlib.import_module(mod_name)
-        except ModuleNotFoundError:
-            return None
-        cmd: click.Command = getattr(mod, attr)
+        cmd: click.Command = getattr(importlib.import_module(mod_name), attr)
         return cmd
 
 

@@ -18,7 +18,6 @@ from minirun.container.records import ContainerRecord, Containers, process_start
 from minirun.container.spec import RunOptions, build_spec
 from minirun.container.users import resolve_user
 from minirun.errors import ContainerError
-from minirun.image.oci import load_json
 from minirun.image.store import Store
 
 HOSTS = """127.0.0.1\tlocalhost
@@ -64,23 +63,19 @@ def stack(containers: Containers, rec: ContainerRecord) -> list[str]:
 
 
 def create(store: Store, image: str, opts: RunOptions) -> ContainerRecord:
+    """Prepare everything in a fresh container dir, then register the record once."""
     img = store.resolve(image)
-    image_cfg = load_json(store.read_blob(img.id), "image config").get("config") or {}
+    image_cfg = json.loads(store.read_blob(img.id)).get("config") or {}
     lowerdirs = [str(store.links / layer.link) for layer in reversed(img.layers)]
     user = resolve_user(opts.user or image_cfg.get("User") or None, lowerdirs)
     containers = Containers(store)
-    rec = containers.create({
-        "image": image, "image_id": img.id, "args": [],
-        "lowerdirs": lowerdirs, "diff_ids": [layer.diff_id for layer in reversed(img.layers)],
-        "auto_remove": opts.remove, "no_pivot": opts.chroot,
-        "extra": {"options": asdict(opts)},
-    }, opts.name)
+    cid = containers.new_id()
     try:
-        cdir = containers.dir(rec.id)
+        cdir = containers.dir(cid)
         for d in ("upper", "work", "rootfs"):
             (cdir / d).mkdir(mode=0o755)
         make_init_layer(cdir / "init")
-        hostname = opts.hostname or rec.id[:12]
+        hostname = opts.hostname or cid[:12]
         (cdir / "hostname").write_text(hostname + "\n")
         (cdir / "hosts").write_text(HOSTS)
         try:
@@ -90,11 +85,15 @@ def create(store: Store, image: str, opts: RunOptions) -> ContainerRecord:
         (cdir / "resolv.conf").write_text(resolv_conf(host_resolv))
         etc = {f"/etc/{n}": str(cdir / n) for n in ("hostname", "hosts", "resolv.conf")}
         spec = build_spec(image_cfg, opts, user, hostname, etc)
-        (cdir / "config.json").write_text(json.dumps(spec, indent=1))
-        rec.args = spec["process"]["args"]
-        containers.save(rec)
+        (cdir / "config.json").write_text(json.dumps(spec))
+        rec = ContainerRecord(
+            id=cid, name="", image=image, image_id=img.id, args=spec["process"]["args"],
+            created=time.time(), lowerdirs=lowerdirs,
+            diff_ids=[layer.diff_id for layer in reversed(img.layers)],
+            auto_remove=opts.remove, no_pivot=opts.chroot, extra={"options": asdict(opts)})
+        containers.register(rec, opts.name)
     except BaseException:
-        containers.remove(rec, force=True)
+        containers.discard(cid)
         raise
     return rec
 
@@ -132,7 +131,8 @@ def start(store: Store, rec: ContainerRecord, stdin_open: bool) -> int:
         if devnull is not None:
             os.close(devnull)
     rec.status, rec.exit_code, rec.finished_at = "exited", code, time.time()
-    containers.save(rec)
+    if not rec.auto_remove:  # --rm: the record is about to go; skip a write on the way out
+        containers.save(rec)
     return code
 
 

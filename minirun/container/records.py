@@ -18,8 +18,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import secrets
-import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -27,7 +25,7 @@ from typing import Any
 
 from minirun.errors import ContainerError, ContainerNotFound, NameInUse, UsageError
 from minirun.humanize import ago, human_duration
-from minirun.image.store import Store, atomic_write
+from minirun.image.store import Store
 
 _ADJECTIVES = ("brave", "calm", "eager", "fond", "gentle", "happy", "jolly", "keen", "lucid",
                "merry", "nimble", "proud", "quiet", "sharp", "tender", "vivid", "witty", "zen")
@@ -111,7 +109,21 @@ class Containers:
         return ContainerRecord(**d)
 
     def save(self, rec: ContainerRecord) -> None:
-        atomic_write(self._path(rec.id), json.dumps(asdict(rec)).encode())
+        """Write then rename, without fsync: the record is rewritten at every state change
+        on the start-up path, and after a power loss the state is re-derived anyway."""
+        path = self._path(rec.id)
+        tmp = path.with_name(f".container.json.{os.getpid()}")
+        tmp.write_text(json.dumps(asdict(rec)))
+        os.replace(tmp, path)
+
+    def new_id(self) -> str:
+        """A fresh 64-hex ID and its (empty, private) directory."""
+        self.store.ensure()
+        while True:
+            cid = os.urandom(32).hex()
+            with contextlib.suppress(FileExistsError):
+                (self.root / cid).mkdir(mode=0o700)
+                return cid
 
     def all(self) -> list[ContainerRecord]:
         if not self.root.is_dir():
@@ -136,25 +148,22 @@ class Containers:
             raise ContainerError(f"container ID prefix {ref!r} is ambiguous; give more characters")
         raise ContainerNotFound(ref)
 
-    def create(self, rec_args: dict[str, Any], name: str | None) -> ContainerRecord:
-        """Allocate an ID and a unique name and write the record, under the store lock so
-        that two ``run --name x`` racing cannot both win."""
+    def register(self, rec: ContainerRecord, name: str | None) -> None:
+        """Give a prepared container (its dir made by :meth:`new_id`) a unique name and
+        write its record, under the store lock so two ``run --name x`` racing cannot both win."""
         if name is not None:
             _check_name(name)
-        self.store.ensure()
         with self.store.lock():
             taken = {r.name: r.id for r in self.all()}
             if name is not None and name in taken:
                 raise NameInUse(name, taken[name])
             while name is None or name in taken:
-                name = f"{secrets.choice(_ADJECTIVES)}_{secrets.choice(_NOUNS)}"
+                adj, noun, n = os.urandom(3)
+                name = f"{_ADJECTIVES[adj % len(_ADJECTIVES)]}_{_NOUNS[noun % len(_NOUNS)]}"
                 if name in taken:
-                    name += f"{secrets.randbelow(100)}"
-            cid = secrets.token_hex(32)
-            (self.root / cid).mkdir(mode=0o700)
-            rec = ContainerRecord(id=cid, name=name, created=time.time(), **rec_args)
+                    name += str(n % 100)
+            rec.name = name
             self.save(rec)
-        return rec
 
     def remove(self, rec: ContainerRecord, force: bool = False) -> None:
         if rec.alive():
@@ -164,11 +173,15 @@ class Containers:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(rec.pid, 9)
             _wait_gone(rec.pid)
-        path = self.dir(rec.id)
-        # Rename first so the record disappears at once; the layer is deleted after.
+        self.discard(rec.id)
+
+    def discard(self, cid: str) -> None:
+        """Delete a container's dir: renamed away first so the record vanishes at once."""
+        import shutil
+
         doomed = self.store.new_tmp(".rm")
         try:
-            os.rename(path, doomed)
+            os.rename(self.dir(cid), doomed)
         except FileNotFoundError:
             return
         shutil.rmtree(doomed, ignore_errors=True)

@@ -221,8 +221,10 @@ def build_spec(image_cfg: dict[str, Any], opts: RunOptions, user: User, hostname
             "args": process_args(image_cfg, opts),
             "env": env,
             "cwd": cwd,
-            "capabilities": {k: caps for k in ("bounding", "effective", "permitted")} | {
-                "inheritable": [], "ambient": []},
+            # A non-root user gets the set as its bounding set only, as moby does: the
+            # process can regain them only through a file capability or setuid binary.
+            "capabilities": {"bounding": caps, "effective": caps if user.uid == 0 else [],
+                             "permitted": caps if user.uid == 0 else [], "inheritable": [], "ambient": []},
             "noNewPrivileges": opts.no_new_privileges,
             "rlimits": [],
         },

@@ -89,6 +89,13 @@ def _tarinfo(e: Entry) -> tuple[tarfile.TarInfo, bytes | None]:
 
 def layer_tar(entries: Iterable[Entry]) -> bytes:
     """An uncompressed layer tar; parents are listed before their children."""
+    entries = list(entries)
+    seen: set[str] = set()
+    for e in entries:
+        key = e.path.strip("/") + ("/.wh" if e.kind in ("whiteout", "opaque") else "")
+        if key in seen:  # podman and containers/storage refuse layers with duplicate paths
+            raise ValueError(f"duplicate layer entry {e.path!r}")
+        seen.add(key)
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
         for e in sorted(entries, key=lambda e: (e.path.strip("/").split("/"), e.kind != "dir")):
