@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 import time
 from pathlib import Path
@@ -96,16 +97,22 @@ def images(ctx: click.Context, quiet: bool, no_trunc: bool, fmt: str, repository
               [[r["Repository"], r["Tag"], r["ID"], r["CreatedSince"], r["Size"]] for r in rows])
 
 
+_RFC3339 = re.compile(r"(\d{4}-\d\d-\d\d[Tt ]\d\d:\d\d:\d\d)(?:\.(\d+))?([Zz]|[+-]\d\d:\d\d)?")
+
+
 def _created_ts(text: str) -> float:
+    """RFC 3339 as Go writes it (nanoseconds, ``Z`` or an offset) to a Unix time; 0 if unknown."""
     import datetime as dt
 
-    if not text:
+    m = _RFC3339.fullmatch(text.strip())
+    if not m:
         return 0.0
+    head, frac, zone = m.groups()
+    zone = "+00:00" if zone in (None, "Z", "z") else zone
     try:
-        # Go writes nanoseconds; Python takes at most microseconds.
-        head, dot, frac = text.rstrip("Z").partition(".")
-        frac = frac.split("+")[0].split("-")[0][:6]
-        return dt.datetime.fromisoformat(f"{head}{'.' + frac if dot and frac else ''}+00:00").timestamp()
+        # Python takes at most microseconds
+        return dt.datetime.fromisoformat(f"{head.replace('t', 'T').replace(' ', 'T')}"
+                                         f"{'.' + frac[:6] if frac else ''}{zone}").timestamp()
     except ValueError:
         return 0.0
 

@@ -197,7 +197,12 @@ class _Loader:
     def layer(self, name: str, diff_id: str, expected: str | None, media_type: str | None) -> str:
         """Make sure layer ``diff_id`` is stored and its blob too; say which happened."""
         if self.store.has_layer(diff_id):
-            digest = self.blob(name, expected)
+            # A docker-archive names no blob digest: reuse the blob the store already has
+            # for this layer rather than keep a second (uncompressed) copy of it.
+            known = self.store.layer_blob(diff_id) if expected is None else None
+            if known and not self.src.exists(name):  # (exists() refuses a path that escapes)
+                raise ArchiveError(f"{name}: missing from the archive")
+            digest = known.digest if known else self.blob(name, expected)
             self.report(f"{short_id(diff_id)}: Already exists")
             return digest
         digest = self.blob(name, expected)
@@ -341,6 +346,9 @@ def load(store: Store, src: Path | BinaryIO, report: Report = _quiet) -> list[Lo
         except ManifestError as e:
             loader.undo()
             raise ArchiveError(str(e)) from None
+        except tarfile.TarError as e:  # a member's data cut short, after the index was read
+            loader.undo()
+            raise ArchiveError(f"truncated or corrupt tar archive ({e})") from None
         except BaseException:
             loader.undo()  # a failed or interrupted load leaves nothing behind
             raise

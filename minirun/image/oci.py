@@ -47,12 +47,12 @@ LAYER_TYPES = (
 ANNOTATION_REF_NAME = "org.opencontainers.image.ref.name"
 ANNOTATION_DOCKER_NAME = "io.containerd.image.name"
 
-_DIGEST_RE = re.compile(r"^sha256:[a-f0-9]{64}$")
+_DIGEST_RE = re.compile(r"sha256:[a-f0-9]{64}")  # fullmatch: "$" accepts a trailing "\n"
 
 
 def check_digest(value: Any, where: str) -> str:
     """Only sha256 is accepted: it is the only algorithm the store addresses by."""
-    if not isinstance(value, str) or not _DIGEST_RE.match(value):
+    if not isinstance(value, str) or not _DIGEST_RE.fullmatch(value):
         raise ManifestError(f"{where}: invalid or unsupported digest {value!r} (want sha256:<64 hex>)")
     return value
 

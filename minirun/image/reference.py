@@ -18,15 +18,19 @@ DEFAULT_TAG = "latest"
 OFFICIAL_NAMESPACE = "library"
 
 _COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
-_PATH_RE = re.compile(rf"^{_COMPONENT}(?:/{_COMPONENT})*$")
+_PATH_RE = re.compile(rf"{_COMPONENT}(?:/{_COMPONENT})*")
 _DOMAIN_RE = re.compile(
-    r"^(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)(?:\.(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?))*"
-    r"(?::[0-9]+)?$|^\[[0-9a-fA-F:]+\](?::[0-9]+)?$"
+    r"(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)(?:\.(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?))*"
+    r"(?::[0-9]+)?|\[[0-9a-fA-F:]+\](?::[0-9]+)?"
 )
-_TAG_RE = re.compile(r"^[\w][\w.-]{0,127}$")
-_DIGEST_RE = re.compile(r"^[a-z0-9]+(?:[.+_-][a-z0-9]+)*:[a-zA-Z0-9=_-]{32,}$")
-_SHA256_RE = re.compile(r"^sha256:[a-f0-9]{64}$")
-_HEX_ID_RE = re.compile(r"^[a-f0-9]{64}$")
+# Every pattern is used with fullmatch(): "$" would also match before a trailing newline.
+# re.ASCII: Go's \w (distribution/reference) is [0-9A-Za-z_], Python's str \w is Unicode.
+_TAG_RE = re.compile(r"[\w][\w.-]{0,127}", re.ASCII)
+# distribution/reference's anchored digest: algorithm ":" at least 32 hex digits; a sha256
+# digest must be exactly 64 lowercase hex (opencontainers/go-digest validates that too).
+_DIGEST_RE = re.compile(r"[a-z0-9]+(?:[.+_-][a-z0-9]+)*:[a-f0-9]{32,}", re.ASCII)
+_SHA256_RE = re.compile(r"sha256:[a-f0-9]{64}")
+_HEX_ID_RE = re.compile(r"[a-f0-9]{64}")
 
 
 @dataclass(frozen=True)
@@ -83,20 +87,23 @@ def _split_domain(name: str) -> tuple[str, str]:
 def parse(text: str, *, default_tag: bool = True) -> Reference:
     """Parse and normalise ``text``. A missing tag becomes ``latest`` unless a digest is
     given or ``default_tag`` is false. Raises :class:`InvalidReference`."""
-    if not text or len(text) > 255 + 200 or text != text.strip():
+    if not text or text != text.strip():
         raise InvalidReference(f"invalid reference format: {text!r}")
-    rest, _, digest = text.partition("@")
-    if digest and not _DIGEST_RE.match(digest):
+    if len(text) > 255 + 200:
+        raise InvalidReference(f"invalid reference format: reference too long: {text[:40]!r}...")
+    rest, at, digest = text.partition("@")
+    if at and (not _DIGEST_RE.fullmatch(digest)
+                   or (digest.startswith("sha256:") and not _SHA256_RE.fullmatch(digest))):
         raise InvalidReference(f"invalid reference format: bad digest in {text!r}")
     # A tag follows the last ':' that comes after the last '/' (a port is before a '/').
     tag: str | None = None
     colon = rest.rfind(":")
     if colon > rest.rfind("/"):
         rest, tag = rest[:colon], rest[colon + 1 :]
-        if not _TAG_RE.match(tag):
+        if not _TAG_RE.fullmatch(tag):
             raise InvalidReference(f"invalid reference format: bad tag {tag!r} in {text!r}")
     registry, repository = _split_domain(rest)
-    if not _DOMAIN_RE.match(registry):
+    if not _DOMAIN_RE.fullmatch(registry):
         raise InvalidReference(f"invalid reference format: bad registry {registry!r} in {text!r}")
     if repository != repository.lower():
         raise InvalidReference(
@@ -104,7 +111,10 @@ def parse(text: str, *, default_tag: bool = True) -> Reference:
         )
     if registry == DEFAULT_REGISTRY and "/" not in repository:
         repository = f"{OFFICIAL_NAMESPACE}/{repository}"
-    if not _PATH_RE.match(repository) or len(registry) + 1 + len(repository) > 255:
+    if len(registry) + 1 + len(repository) > 255:
+        raise InvalidReference(f"invalid reference format: repository name must not be more than "
+                               f"255 characters: {text[:40]!r}...")
+    if not _PATH_RE.fullmatch(repository):
         raise InvalidReference(f"invalid reference format: {text!r}")
     if tag is None and digest == "" and default_tag:
         tag = DEFAULT_TAG
@@ -113,8 +123,8 @@ def parse(text: str, *, default_tag: bool = True) -> Reference:
 
 def is_image_id(text: str) -> bool:
     """True for ``sha256:<64 hex>`` or a bare 64-hex id (an image ID, not a name)."""
-    return bool(_SHA256_RE.match(text) or _HEX_ID_RE.match(text))
+    return bool(_SHA256_RE.fullmatch(text) or _HEX_ID_RE.fullmatch(text))
 
 
 def is_sha256_digest(text: str) -> bool:
-    return bool(_SHA256_RE.match(text))
+    return bool(_SHA256_RE.fullmatch(text))

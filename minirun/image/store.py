@@ -33,7 +33,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any, BinaryIO
 
-from minirun.errors import DigestMismatch, ImageInUse, ImageNotFound, StoreError
+from minirun.errors import DigestMismatch, ImageInUse, ImageNotFound, InvalidReference, StoreError
 from minirun.image import oci
 from minirun.image import reference as refs
 
@@ -102,8 +102,12 @@ class Removal:
 
 
 def atomic_write(path: Path, data: bytes, tmpdir: Path | None = None) -> None:
-    """Write then rename: readers see the old file or the new one, never half of one."""
-    tmp = (tmpdir or path.parent) / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}"
+    """Write then rename: readers see the old file or the new one, never half of one.
+    In the store's tmp the name starts with ``<pid>-`` so a sweep removes it if we die."""
+    if tmpdir is not None:
+        tmp = tmpdir / f"{os.getpid()}-{secrets.token_hex(4)}.{path.name}"
+    else:
+        tmp = path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}"
     with open(tmp, "wb") as f:
         f.write(data)
         f.flush()
@@ -278,8 +282,14 @@ class Store:
                 (work / "layer.json").write_text(json.dumps(info))
                 if final.exists():  # a half-removed layer from a crash: it has no layer.json
                     _remove(final)
-                os.rename(work, final)
+                # The link first: a crash between the two leaves a dangling link, never a
+                # layer (has_layer() true) whose short link is missing.
                 os.symlink(f"../{hex_of(diff_id)}/diff", self.links / link)
+                try:
+                    os.rename(work, final)
+                except BaseException:
+                    (self.links / link).unlink()
+                    raise
                 return info, True
             finally:
                 if work.exists():
@@ -321,15 +331,20 @@ class Store:
         config = oci.ImageConfig.parse(config_bytes)
         if len(config.diff_ids) != len(manifest.layers):
             raise StoreError(f"image config lists {len(config.diff_ids)} layers, manifest {len(manifest.layers)}")
-        manifest_digest = self.put_blob(manifest_bytes)
-        config_digest = self.put_blob(config_bytes, manifest.config.digest, "image config")
+        config_digest = "sha256:" + hashlib.sha256(config_bytes).hexdigest()
+        if config_digest != manifest.config.digest:  # checked before anything is written
+            raise DigestMismatch("image config", manifest.config.digest, config_digest)
         with self.lock():
             layers = []
             for desc, diff_id in zip(manifest.layers, config.diff_ids, strict=True):
-                if not self.has_layer(diff_id):
+                if not self.has_layer(diff_id) or not self.has_blob(desc.digest):
                     raise StoreError(f"layer {short_id(diff_id)} vanished while the image was added; try again")
                 info = self.layer_info(diff_id)
                 layers.append(LayerRef(desc.digest, diff_id, info["size"], desc.media_type, info["link"]))
+            # Under the lock, so a concurrent rmi's garbage collection cannot take them
+            # between their write and the image record that makes them live.
+            manifest_digest = self.put_blob(manifest_bytes)
+            self.put_blob(config_bytes, config_digest, "image config")
             rec = ImageRecord(config_digest, manifest_digest, manifest.media_type, layers,
                               config.created, time.time())
             path = self._image_path(rec.id)
@@ -368,8 +383,14 @@ class Store:
         return out
 
     def resolve(self, text: str) -> ImageRecord:
-        """Find an image by name[:tag], name@digest, full ID or a unique ID prefix (>= 4 hex)."""
+        """Find an image by name[:tag], name@digest, full ID or a unique ID prefix (>= 4 hex).
+        A name wins over an ID prefix, as in Docker: ``rmi beef`` must not delete the image
+        whose ID starts with beef when an image is called beef."""
         repos = self._read_repos()
+        image_id = None if refs.is_image_id(text) else self._image_id_by_name(text, repos)
+        rec = self._load_image(image_id) if image_id else None
+        if rec is not None:
+            return self._with_names(rec, repos)
         candidate = text[7:] if text.startswith("sha256:") else text
         if all(c in "0123456789abcdef" for c in candidate) and len(candidate) >= 4:
             matches = [p.stem for p in self.images_dir.glob(f"{candidate}*.json")] if self.images_dir.is_dir() else []
@@ -379,17 +400,18 @@ class Store:
                     return self._with_names(rec, repos)
             if len(matches) > 1:
                 raise StoreError(f"image ID prefix {text!r} is ambiguous; give more characters")
+        raise ImageNotFound(text)
+
+    @staticmethod
+    def _image_id_by_name(text: str, repos: dict[str, str]) -> str | None:
         try:
             ref = refs.parse(text)
-        except Exception:
-            raise ImageNotFound(text) from None
+        except InvalidReference:
+            return None
         image_id = repos.get(str(ref))
         if image_id is None and ref.digest and ref.tag:  # name:tag@digest: the digest decides
             image_id = repos.get(f"{ref.name}@{ref.digest}")
-        rec = self._load_image(image_id) if image_id else None
-        if rec is None:
-            raise ImageNotFound(text)
-        return self._with_names(rec, repos)
+        return image_id
 
     def tag(self, source: str, target: refs.Reference) -> ImageRecord:
         rec = self.resolve(source)
@@ -419,7 +441,7 @@ class Store:
         with self.lock():
             repos = self._read_repos()
             names = [k for k, v in repos.items() if v == rec.id]
-            by_name = not refs.is_image_id(text) and not all(c in "0123456789abcdef" for c in text)
+            by_name = not refs.is_image_id(text) and self._image_id_by_name(text, repos) == rec.id
             users = self.containers_using(rec.id)
             if by_name:
                 ref = str(refs.parse(text))
@@ -492,6 +514,15 @@ class Store:
                 live_layers.add(layer.diff_id)
                 live_blobs.add(layer.digest)
         return live_layers, live_blobs
+
+    def layer_blob(self, diff_id: str) -> LayerRef | None:
+        """A stored blob of layer ``diff_id`` that some image already uses, if any."""
+        for p in self.images_dir.glob("*.json"):
+            rec = self._load_image("sha256:" + p.stem)
+            for layer in rec.layers if rec else []:
+                if layer.diff_id == diff_id and self.has_blob(layer.digest):
+                    return layer
+        return None
 
     def layer_users(self) -> dict[str, int]:
         """diff_id -> how many images share that layer (``history`` shows it)."""

@@ -1,0 +1,189 @@
+"""Shared fixtures.
+
+* ``built_images`` (session): the offline images of images/build.py, built once, as OCI
+  layout dirs ``busybox/``, ``busybox-extra/``, ``busybox-edit/``.
+* ``store_root`` / ``store`` / ``loaded_store``: a fresh image store in a tmp dir (never
+  the real /var/lib/minirun), empty or with the three images loaded.
+* ``cli``: runs the real ``minirun`` entry point as a subprocess against ``store_root``.
+* ``root`` marker: tests that need root are skipped when not run as root.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from minirun.image import archive
+from minirun.image.store import Store
+
+REPO = Path(__file__).resolve().parent.parent
+MINIRUN = Path(sys.executable).parent / "minirun"
+IMAGE_NAMES = ("busybox", "busybox-extra", "busybox-edit")
+
+Cli = Callable[..., "subprocess.CompletedProcess[str]"]
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if os.geteuid() == 0:
+        return
+    skip = pytest.mark.skip(reason="needs root")
+    for item in items:
+        if "root" in item.keywords:
+            item.add_marker(skip)
+
+
+def load_image_recipes() -> Any:
+    spec = importlib.util.spec_from_file_location(
+        "minirun_images_build", REPO / "images" / "build.py"
+    )
+    assert spec and spec.loader
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.fixture(scope="session")
+def built_images(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """OCI layouts of busybox, busybox-extra and busybox-edit (built once per session)."""
+    out = tmp_path_factory.mktemp("images")
+    load_image_recipes().build_all(out)
+    for name in IMAGE_NAMES:
+        assert (out / name / "index.json").is_file()
+    return out
+
+
+def make_layout(dest: Path, images: Sequence[Any]) -> Path:
+    """Write ``minirun.image.build.BuiltImage`` s as one OCI layout dir ``dest``."""
+    from minirun.image import build
+
+    build.write_oci_layout(dest, images)
+    return dest
+
+
+@pytest.fixture
+def make_image(tmp_path: Path) -> Callable[..., Path]:
+    """``make_image("app:1", [{"path": b"data"}, ...])``: an OCI layout dir with one image
+    whose layers hold those files (a ``build.Layer`` may be given instead of a dict)."""
+    from minirun.image import build
+
+    counter = iter(range(1 << 30))
+
+    def make(name: str, layers: Sequence[Any], config: dict[str, Any] | None = None) -> Path:
+        built = []
+        for layer in layers:
+            if isinstance(layer, build.Layer):
+                built.append(layer)
+            else:
+                built.append(
+                    build.Layer(
+                        build.layer_tar(build.file(p, d) for p, d in layer.items()),
+                        f"ADD {' '.join(layer)}",
+                    )
+                )
+        img = build.image(name, built, config or {"Cmd": ["sh"]})
+        return make_layout(tmp_path / f"layout-{next(counter)}", [img])
+
+    return make
+
+
+@pytest.fixture
+def store_root(tmp_path: Path) -> Iterator[Path]:
+    root = tmp_path / "store"
+    root.mkdir()
+    yield root
+    shutil.rmtree(root, ignore_errors=True)  # stores are big; don't keep 3 runs' worth
+
+
+@pytest.fixture
+def store(store_root: Path) -> Store:
+    return Store(store_root)
+
+
+@pytest.fixture
+def loaded_store(store: Store, built_images: Path) -> Store:
+    """The store with busybox, busybox-extra and busybox-edit loaded."""
+    for name in IMAGE_NAMES:
+        archive.load(store, built_images / name)
+    return store
+
+
+@pytest.fixture
+def cli(store_root: Path) -> Cli:
+    """``cli(["images"])`` runs ``minirun images`` with MINIRUN_ROOT=store_root.
+    ``input`` may be bytes (then stdout/stderr are still decoded as text)."""
+
+    def run(
+        args: Sequence[str],
+        *,
+        input: bytes | str | None = None,
+        check: bool = False,
+        env: dict[str, str] | None = None,
+        prefix: Sequence[str] = (),
+        timeout: float = 60,
+    ) -> subprocess.CompletedProcess[str]:
+        full_env = {**os.environ, "MINIRUN_ROOT": str(store_root), **(env or {})}
+        cmd = [*prefix, str(MINIRUN), *args]
+        if isinstance(input, bytes) or input is None:
+            p = subprocess.run(
+                cmd,
+                input=input if input is not None else b"",
+                capture_output=True,
+                env=full_env,
+                timeout=timeout,
+            )
+            res = subprocess.CompletedProcess(
+                p.args,
+                p.returncode,
+                p.stdout.decode(errors="replace"),
+                p.stderr.decode(errors="replace"),
+            )
+        else:
+            res = subprocess.run(
+                cmd, input=input, capture_output=True, text=True, env=full_env, timeout=timeout
+            )
+        if check and res.returncode != 0:
+            raise AssertionError(
+                f"minirun {' '.join(args)} failed ({res.returncode}):\n{res.stdout}\n{res.stderr}"
+            )
+        return res
+
+    return run
+
+
+def store_snapshot(root: Path) -> dict[str, set[str]]:
+    """What a store holds: blob, layer and image names, names in tmp, and tags."""
+
+    def names(p: Path) -> set[str]:
+        return {c.name for c in p.iterdir()} if p.is_dir() else set()
+
+    repos = (
+        (root / "repositories.json").read_text() if (root / "repositories.json").exists() else ""
+    )
+    return {
+        "blobs": names(root / "blobs" / "sha256"),
+        "layers": names(root / "layers") - {"l"},
+        "links": names(root / "layers" / "l"),
+        "images": names(root / "images"),
+        "tmp": names(root / "tmp"),
+        "repos": {repos},
+    }
+
+
+@pytest.fixture
+def snapshot() -> Callable[[Path], dict[str, set[str]]]:
+    return store_snapshot
+
+
+@pytest.fixture(autouse=True)
+def _no_real_store(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
+    """No test may fall back to /var/lib/minirun: point the default at a tmp dir."""
+    monkeypatch.setenv("MINIRUN_ROOT", str(tmp_path / "default-root"))
+    yield
