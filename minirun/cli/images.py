@@ -15,7 +15,7 @@ from minirun.cli.output import json_lines, table
 from minirun.errors import UsageError
 from minirun.humanize import ago, human_size
 from minirun.image import reference as refs
-from minirun.image.store import short_id
+from minirun.image.digest import short_id
 
 
 @click.command()

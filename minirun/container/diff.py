@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from minirun.container.layerview import is_opaque, list_merged, stat_merged
-from minirun.image.layers import is_overlay_whiteout
+from minirun.image.whiteout import is_overlay_whiteout
 
 
 @dataclass(frozen=True, order=True)

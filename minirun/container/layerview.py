@@ -12,9 +12,9 @@ import os
 import stat
 from collections.abc import Sequence
 
-from minirun.image.layers import is_overlay_whiteout
+from minirun.image.whiteout import OVERLAY_OPAQUE_XATTR, is_overlay_whiteout
 
-OPAQUE_XATTR = "trusted.overlay.opaque"
+OPAQUE_XATTR = OVERLAY_OPAQUE_XATTR
 
 
 def is_opaque(path_or_fd: str | int) -> bool:

@@ -177,14 +177,29 @@ class Containers:
 
     def discard(self, cid: str) -> None:
         """Delete a container's dir: renamed away first so the record vanishes at once."""
-        import shutil
-
         doomed = self.store.new_tmp(".rm")
         try:
             os.rename(self.dir(cid), doomed)
         except FileNotFoundError:
             return
-        shutil.rmtree(doomed, ignore_errors=True)
+        _rmtree(str(doomed))
+
+
+def _rmtree(path: str) -> None:
+    """shutil.rmtree without importing shutil (2 ms on run --rm's exit path). Symlinks are
+    removed, never followed; a whiteout or device is just an entry to unlink."""
+    for root, dirs, files, rootfd in os.fwalk(path, topdown=False):
+        for name in files:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(name, dir_fd=rootfd)
+        for name in dirs:
+            with contextlib.suppress(FileNotFoundError):
+                if os.path.islink(os.path.join(root, name)):
+                    os.unlink(name, dir_fd=rootfd)
+                else:
+                    os.rmdir(name, dir_fd=rootfd)
+    with contextlib.suppress(FileNotFoundError):
+        os.rmdir(path)
 
 
 def _wait_gone(pid: int, timeout: float = 5.0) -> None:

@@ -36,7 +36,8 @@ from minirun.humanize import human_size
 from minirun.image import oci
 from minirun.image import reference as refs
 from minirun.image.compression import open_decompressed, sniff_file
-from minirun.image.store import ImageRecord, Store, hex_of, short_id
+from minirun.image.digest import hex_of, short_id
+from minirun.image.store import ImageRecord, Store
 
 Report = Callable[[str], None]
 _JSON_LIMIT = 32 << 20  # no manifest or config is this big; refuse rather than fill memory

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from minirun.image import oci
-from minirun.image.layers import OPAQUE_MARKER, WHITEOUT_PREFIX
+from minirun.image.whiteout import OPAQUE_MARKER, WHITEOUT_PREFIX
 
 EPOCH = 1767225600  # 2026-01-01T00:00:00Z: fixed, so layers are reproducible
 

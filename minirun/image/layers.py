@@ -62,6 +62,14 @@ from pathlib import Path
 from typing import BinaryIO
 
 from minirun.errors import LayerError
+from minirun.image.compression import GZIP_MAGIC as _GZIP_MAGIC
+from minirun.image.compression import ZSTD_MAGIC as _ZSTD_MAGIC
+from minirun.image.whiteout import (
+    OPAQUE_MARKER,
+    OVERLAY_OPAQUE_XATTR,
+    WHITEOUT_PREFIX,
+    is_overlay_whiteout,
+)
 
 __all__ = [
     "OPAQUE_MARKER",
@@ -71,9 +79,6 @@ __all__ = [
     "unpack_layer",
 ]
 
-WHITEOUT_PREFIX = ".wh."
-OPAQUE_MARKER = ".wh..wh..opq"
-OVERLAY_OPAQUE_XATTR = "trusted.overlay.opaque"
 
 _WH = WHITEOUT_PREFIX.encode()
 _WH_META = b".wh..wh."
@@ -87,8 +92,6 @@ _QUEUE_DEPTH = 16  # chunks in flight: bounds memory to ~16 MiB
 _META_MAX = 16 * 1024 * 1024  # PAX / GNU long-name bodies larger than this are refused
 _DIR_CACHE_MAX = 256  # open dir fds kept (default RLIMIT_NOFILE is 1024)
 
-_GZIP_MAGIC = b"\x1f\x8b"
-_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 
 _O_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _O_NEWFILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -109,11 +112,6 @@ class UnpackResult:
 
     diff_id: str  # "sha256:<hex>" of the uncompressed tar stream (OCI diff_id)
     size: int  # bytes of the uncompressed tar stream
-
-
-def is_overlay_whiteout(st: os.stat_result) -> bool:
-    """True for overlayfs' whiteout form: a character device 0:0."""
-    return stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
 
 
 def unpack_layer(

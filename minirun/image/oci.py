@@ -8,12 +8,11 @@ raises :class:`ManifestError` with a message that names the field.
 from __future__ import annotations
 
 import json
-import platform as _platform
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
 from minirun.errors import ManifestError
+from minirun.image.digest import check_digest
 
 # Media types (OCI image-spec media-types.md; Docker's manifest v2 schema 2).
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -47,14 +46,6 @@ LAYER_TYPES = (
 ANNOTATION_REF_NAME = "org.opencontainers.image.ref.name"
 ANNOTATION_DOCKER_NAME = "io.containerd.image.name"
 
-_DIGEST_RE = re.compile(r"sha256:[a-f0-9]{64}")  # fullmatch: "$" accepts a trailing "\n"
-
-
-def check_digest(value: Any, where: str) -> str:
-    """Only sha256 is accepted: it is the only algorithm the store addresses by."""
-    if not isinstance(value, str) or not _DIGEST_RE.fullmatch(value):
-        raise ManifestError(f"{where}: invalid or unsupported digest {value!r} (want sha256:<64 hex>)")
-    return value
 
 
 @dataclass(frozen=True)
@@ -132,6 +123,8 @@ def normalize_arch(arch: str) -> str:
 
 
 def host_platform() -> Platform:
+    import platform as _platform  # only pulls and loads need it; keep it off run's path
+
     machine = _platform.machine()
     arch = normalize_arch(machine)
     variant = "v8" if arch == "arm64" else ("v7" if machine.startswith("armv7") else "")

@@ -22,20 +22,20 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
-import hashlib
 import json
 import os
-import secrets
-import shutil
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import IO, Any, BinaryIO
+from typing import IO, TYPE_CHECKING, Any, BinaryIO
 
 from minirun.errors import DigestMismatch, ImageInUse, ImageNotFound, InvalidReference, StoreError
-from minirun.image import oci
 from minirun.image import reference as refs
+from minirun.image.digest import check_digest, hex_of, short_id
+
+if TYPE_CHECKING:
+    from minirun.image import oci
 
 DEFAULT_ROOT = "/var/lib/minirun"
 _LINK_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
@@ -44,14 +44,6 @@ _CHUNK = 1 << 20
 
 def default_root() -> Path:
     return Path(os.environ.get("MINIRUN_ROOT") or DEFAULT_ROOT)
-
-
-def hex_of(digest: str) -> str:
-    return digest.split(":", 1)[1] if ":" in digest else digest
-
-
-def short_id(digest: str) -> str:
-    return hex_of(digest)[:12]
 
 
 @dataclass(frozen=True)
@@ -105,9 +97,9 @@ def atomic_write(path: Path, data: bytes, tmpdir: Path | None = None) -> None:
     """Write then rename: readers see the old file or the new one, never half of one.
     In the store's tmp the name starts with ``<pid>-`` so a sweep removes it if we die."""
     if tmpdir is not None:
-        tmp = tmpdir / f"{os.getpid()}-{secrets.token_hex(4)}.{path.name}"
+        tmp = tmpdir / f"{os.getpid()}-{os.urandom(4).hex()}.{path.name}"
     else:
-        tmp = path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}"
+        tmp = path.parent / f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}"
     with open(tmp, "wb") as f:
         f.write(data)
         f.flush()
@@ -140,6 +132,8 @@ class HashingWriter:
 
     def __init__(self, f: IO[bytes]) -> None:
         self.f = f
+        import hashlib
+
         self.h = hashlib.sha256()
         self.size = 0
 
@@ -194,12 +188,12 @@ class Store:
     def new_tmp(self, suffix: str = "") -> Path:
         """A fresh path in tmp, named after this process so a sweep can tell it is orphaned."""
         self.ensure()
-        return self.tmp / f"{os.getpid()}-{secrets.token_hex(8)}{suffix}"
+        return self.tmp / f"{os.getpid()}-{os.urandom(8).hex()}{suffix}"
 
     # -- blobs ------------------------------------------------------------------------------
 
     def blob_path(self, digest: str) -> Path:
-        return self.blobs / hex_of(oci.check_digest(digest, "blob"))
+        return self.blobs / hex_of(check_digest(digest, "blob"))
 
     def has_blob(self, digest: str) -> bool:
         return self.blob_path(digest).is_file()
@@ -211,6 +205,8 @@ class Store:
             raise StoreError(f"blob {digest} is missing from the store") from None
 
     def put_blob(self, data: bytes, expected: str | None = None, what: str = "blob") -> str:
+        import hashlib
+
         digest = "sha256:" + hashlib.sha256(data).hexdigest()
         if expected is not None and digest != expected:
             raise DigestMismatch(what, expected, digest)
@@ -243,7 +239,7 @@ class Store:
     # -- layers -----------------------------------------------------------------------------
 
     def layer_path(self, diff_id: str) -> Path:
-        return self.layers / hex_of(oci.check_digest(diff_id, "diff_id"))
+        return self.layers / hex_of(check_digest(diff_id, "diff_id"))
 
     def layer_dir(self, diff_id: str) -> Path:
         """The unpacked layer: what overlayfs gets as a lowerdir."""
@@ -277,7 +273,7 @@ class Store:
                     res = unpack_layer(src, work / "diff", media_type=media_type, name=diff_id[:19])
                 if res.diff_id != diff_id:
                     raise DigestMismatch(f"layer {short_id(diff_id)} (uncompressed)", diff_id, res.diff_id)
-                link = "".join(secrets.choice(_LINK_ALPHABET) for _ in range(12))
+                link = "".join(_LINK_ALPHABET[b % 32] for b in os.urandom(12))
                 info = {"diff_id": diff_id, "size": res.size, "link": link}
                 (work / "layer.json").write_text(json.dumps(info))
                 if final.exists():  # a half-removed layer from a crash: it has no layer.json
@@ -327,6 +323,10 @@ class Store:
                   tags: Sequence[refs.Reference] = (), repo_digest_names: Sequence[str] = ()) -> ImageRecord:
         """Record an image whose blobs and layers are already in the store, and tag it.
         Verifies that the config's diff_ids match the layers the manifest names."""
+        import hashlib
+
+        from minirun.image import oci
+
         manifest = oci.Manifest.parse(manifest_bytes)
         config = oci.ImageConfig.parse(config_bytes)
         if len(config.diff_ids) != len(manifest.layers):
@@ -533,6 +533,8 @@ class Store:
         return counts
 
     def manifest_and_config(self, rec: ImageRecord) -> tuple[oci.Manifest, oci.ImageConfig]:
+        from minirun.image import oci
+
         return (oci.Manifest.parse(self.read_blob(rec.manifest_digest)),
                 oci.ImageConfig.parse(self.read_blob(rec.id)))
 
@@ -548,6 +550,8 @@ def _remove(path: Path) -> None:
     """Remove a file or tree, tolerating races with another remover."""
     try:
         if path.is_dir() and not path.is_symlink():
+            import shutil
+
             shutil.rmtree(path)
         else:
             path.unlink()
