@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import platform
 from typing import Any
 
 import pytest
@@ -188,7 +189,7 @@ def test_bad_json(data: bytes, msg: str) -> None:
 @pytest.mark.parametrize("media_type", [oci.OCI_INDEX, oci.DOCKER_MANIFEST_LIST])
 def test_index_selects_the_host_platform(media_type: str, monkeypatch: pytest.MonkeyPatch) -> None:
     for machine, want in [("x86_64", "amd64"), ("aarch64", "arm64"), ("s390x", "s390x")]:
-        monkeypatch.setattr(oci._platform, "machine", lambda m=machine: m)
+        monkeypatch.setattr(platform, "machine", lambda m=machine: m)
         host = oci.host_platform()
         assert host.os == "linux" and host.architecture == want
         idx = oci.Index.parse(_j(index(*MULTI, media_type=media_type)))
