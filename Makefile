@@ -6,7 +6,8 @@ BIN       := $(VENV)/bin
 STAMP     := $(VENV)/.installed
 IMAGES    := images/out
 # Debian 12 / Ubuntu 24.04 ship python3 >= 3.11; on Ubuntu 22.04 `deps` adds python3.11.
-PYTHON     = $(shell for p in python3.13 python3.12 python3.11 python3; do \
+# The distribution's python first: it is what `sudo` finds and what python3-dev matches.
+PYTHON     = $(shell for p in /usr/bin/python3.13 /usr/bin/python3.12 /usr/bin/python3.11 /usr/bin/python3 python3; do \
                if command -v $$p >/dev/null && $$p -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; \
                then command -v $$p; break; fi; done)
 APT_PKGS  := python3 python3-venv python3-dev gcc make libcap-dev busybox-static zstd \
