@@ -5,7 +5,7 @@ Import-light on purpose: the syscall machinery (ctypes, ~2 ms) loads on the firs
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,6 +40,8 @@ def run(
     no_pivot: bool = False,
     stdio: Stdio = Stdio(),  # noqa: B008 - frozen, so a shared default is safe
     on_start: Callable[[int], None] | None = None,
+    prestart: Callable[[int], None] | None = None,
+    cgroup_procs: Sequence[str] = (),
 ) -> int:
     """Start the container, call ``on_start(host_pid)`` once its command runs, wait, and
     return the exit status as Docker reports it (128+N if killed by signal N; 127/126 when
@@ -47,4 +49,5 @@ def run(
     (KernelUnsupported for a missing kernel feature)."""
     from minirun.runtime.process import run as _run
 
-    return _run(spec, rootfs, no_pivot=no_pivot, stdio=stdio, on_start=on_start)
+    return _run(spec, rootfs, no_pivot=no_pivot, stdio=stdio, on_start=on_start,
+                prestart=prestart, cgroup_procs=cgroup_procs)

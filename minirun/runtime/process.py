@@ -24,7 +24,7 @@ import fcntl
 import os
 import signal
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from minirun.errors import KernelUnsupported, RuntimeFailure
@@ -59,6 +59,7 @@ class _Plan:
         "args", "env", "cwd", "user", "caps", "rlimits", "no_new_privs", "terminal",
         "console_size", "hostname", "ns_flags", "new_pid_ns", "overlay_opts", "overlay_chdir",
         "target", "mounts", "devices", "masked", "readonly_paths", "readonly_root", "no_pivot",
+        "cgroup_procs",
     )  # fmt: skip
 
     args: list[str]
@@ -82,6 +83,7 @@ class _Plan:
     readonly_paths: list[str]
     readonly_root: bool
     no_pivot: bool
+    cgroup_procs: list[str]  # cgroup.procs files the child joins before its cgroup namespace
 
 
 def _plan(spec: dict[str, Any], rootfs: OverlayRootfs, no_pivot: bool) -> _Plan:
@@ -131,6 +133,7 @@ def _plan(spec: dict[str, Any], rootfs: OverlayRootfs, no_pivot: bool) -> _Plan:
     p.readonly_paths = list(linux_.get("readonlyPaths") or [])
     p.readonly_root = bool(root.get("readonly"))
     p.no_pivot = no_pivot
+    p.cgroup_procs = []
     return p
 
 
@@ -150,9 +153,18 @@ def run(
     no_pivot: bool = False,
     stdio: Stdio | None = None,
     on_start: Callable[[int], None] | None = None,
+    prestart: Callable[[int], None] | None = None,
+    cgroup_procs: Sequence[str] = (),
 ) -> int:
-    """Run the container described by ``spec`` on ``rootfs``; return Docker's exit status."""
+    """Run the container described by ``spec`` on ``rootfs``; return Docker's exit status.
+
+    ``prestart(pid)`` runs in the parent once the child's namespaces exist and before it
+    mounts anything or execs (networking moves a veth into the new network namespace
+    there); the child waits for it. ``cgroup_procs`` are cgroup.procs files the child
+    writes itself into before it unshares its cgroup namespace, so that namespace's root
+    is the container's own cgroup."""
     plan = _plan(spec, rootfs, no_pivot)
+    plan.cgroup_procs = list(cgroup_procs)
     std = (stdio.stdin, stdio.stdout, stdio.stderr) if stdio is not None else (None, None, None)
     r, w = os.pipe2(os.O_CLOEXEC)
     r, w = _high_cloexec(r), _high_cloexec(w)
@@ -164,7 +176,13 @@ def run(
         from minirun.runtime import tty  # noqa: F401 - imported here so the child need not
 
         psock, csock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-    keep = sorted([w] + ([csock.fileno()] if csock is not None else []))
+    gate: tuple[int, int, int, int] | None = None  # ready (r, w), go (r, w) for prestart
+    if prestart is not None:
+        rr, rw = os.pipe2(os.O_CLOEXEC)
+        gr, gw = os.pipe2(os.O_CLOEXEC)
+        gate = (_high_cloexec(rr), _high_cloexec(rw), _high_cloexec(gr), _high_cloexec(gw))
+    keep = sorted([w] + ([csock.fileno()] if csock is not None else [])
+                  + ([gate[1], gate[2]] if gate is not None else []))
 
     # Forwarded signals stay blocked until their handlers point at the child, so a ^C or a
     # `kill` in between is delivered to the container, not lost or fatal to minirun.
@@ -178,7 +196,7 @@ def run(
         try:
             pid = os.fork()
             if pid == 0:  # pragma: no cover - the child never returns
-                _child(plan, std, w, csock, keep)
+                _child(plan, std, w, csock, keep, gate)
         finally:
             if own_pidns >= 0:
                 # back to our own PID namespace for every later fork (see module docstring)
@@ -191,11 +209,38 @@ def run(
         for s in (psock, csock):
             if s is not None:
                 s.close()
+        for fd in gate or ():
+            os.close(fd)
         raise
     os.close(w)
     if csock is not None:
         csock.close()
+    if gate is not None and prestart is not None:
+        os.close(gate[1])
+        os.close(gate[2])
+        try:
+            _run_prestart(pid, gate[0], gate[3], prestart)
+        except BaseException:
+            signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            os.close(r)
+            if psock is not None:
+                psock.close()
+            raise
     return _supervise(pid, plan, std, r, psock, old_mask, on_start)
+
+
+def _run_prestart(pid: int, ready: int, go: int, prestart: Callable[[int], None]) -> None:
+    """Wait until the child's namespaces exist, run the hook, then let the child go on.
+    If the child failed before it got there (EOF), the sync pipe will say why."""
+    try:
+        if os.read(ready, 1) == b"R":
+            prestart(pid)
+            os.write(go, b"G")
+    finally:
+        os.close(ready)
+        os.close(go)
 
 
 def _raise_setup(fn: Callable[[int], None], arg: int, *, what: str) -> None:
@@ -315,6 +360,7 @@ def _child(
     w: int,
     csock: socket.socket | None,
     keep: list[int],
+    gate: tuple[int, int, int, int] | None,
 ) -> None:
     """Never returns: exec()s the container command or _exit()s after reporting."""
     step = "start"
@@ -326,6 +372,11 @@ def _child(
         step = "stdio"
         _setup_stdio(std, keep)
         os.umask(0)  # device nodes and mount points get exactly the modes we ask for
+        if plan.cgroup_procs:
+            step = "cgroup"
+            for procs in plan.cgroup_procs:
+                with open(procs, "w") as f:
+                    f.write("0")
         step = "namespaces"
         linux.unshare(plan.ns_flags)
         if plan.hostname is not None:
@@ -334,6 +385,13 @@ def _child(
         if plan.ns_flags & linux.CLONE_NEWNET:
             step = "loopback"
             _loopback_up()
+        if gate is not None:
+            step = "prestart hooks"
+            os.write(gate[1], b"R")
+            if os.read(gate[2], 1) != b"G":  # the parent gave up (its hook failed)
+                os._exit(1)
+            os.close(gate[1])
+            os.close(gate[2])
         step = "mount"
         mounts.make_root_private()
         mounts.mount_overlay(plan.overlay_opts, plan.overlay_chdir, plan.target)

@@ -433,3 +433,38 @@ def test_cgroup_mount_and_spec_devices(rootfs: OverlayRootfs) -> None:
     lines = out.splitlines()
     assert lines[0] == "/"  # the cgroup namespace makes our own cgroup the root
     assert lines[1].startswith("crw--w----") and "1,   3" in lines[1]
+
+
+def test_prestart_runs_in_the_new_namespaces_before_exec(rootfs: OverlayRootfs) -> None:
+    """The hook networking uses: the child's net namespace exists and it has not exec'd."""
+    seen: dict[str, str] = {}
+
+    def hook(pid: int) -> None:
+        seen["net"] = os.readlink(f"/proc/{pid}/ns/net")
+        seen["exe"] = os.readlink(f"/proc/{pid}/exe")
+        # what the hook does is visible to the container: write a file it will read
+        with open(os.path.join(rootfs.upperdir, "from-hook"), "w") as f:
+            f.write("hooked\n")
+
+    code, out, _ = run_capture(sh("cat /from-hook"), rootfs, prestart=hook)
+    assert code == 0 and out == "hooked\n"
+    assert seen["net"] != os.readlink("/proc/self/ns/net")
+    assert "busybox" not in seen["exe"]  # still the setup process, before exec
+
+
+def test_prestart_failure_kills_the_child_and_raises(rootfs: OverlayRootfs) -> None:
+    def hook(pid: int) -> None:
+        raise RuntimeFailure("network setup failed")
+
+    before = _mountinfo()
+    with pytest.raises(RuntimeFailure, match="network setup failed"):
+        run_capture(sh("echo never"), rootfs, prestart=hook)
+    assert _mountinfo() == before
+
+
+def test_cgroup_procs_are_joined_before_exec(rootfs: OverlayRootfs, tmp_path: Path) -> None:
+    """The child writes itself into each given cgroup.procs file (a plain file here)."""
+    procs = tmp_path / "cgroup.procs"
+    procs.write_text("")
+    assert run_capture(sh("true"), rootfs, cgroup_procs=[str(procs)])[0] == 0
+    assert procs.read_text() == "0"
