@@ -33,7 +33,15 @@ $(STAMP): pyproject.toml | deps
 	$(BIN)/pip install -q -e '.[test]' --config-settings editable_mode=compat
 	@touch $@
 
-install: deps $(STAMP)
+# The detached-container watcher and the --init PID 1 are small C programs (see their
+# headers for why); the init is static because it runs inside any image.
+$(BIN)/minirun-shim: minirun/shim/shim.c | $(STAMP)
+	$(CC) -O2 -Wall -Wextra -o $@ $<
+
+$(BIN)/minirun-init: minirun/shim/init.c | $(STAMP)
+	$(CC) -O2 -Wall -Wextra -static -o $@ $<
+
+install: deps $(STAMP) $(BIN)/minirun-shim $(BIN)/minirun-init
 	@# bytecode up front: with PYTHONDONTWRITEBYTECODE set, every start would recompile.
 	@$(BIN)/python -m compileall -q minirun >/dev/null
 	ln -sf $(CURDIR)/$(BIN)/minirun /usr/local/bin/minirun

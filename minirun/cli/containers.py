@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
+import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -13,10 +16,16 @@ from minirun.cli.output import json_lines, table
 from minirun.container.spec import RunOptions, expand_env, parse_env_file
 from minirun.errors import MinirunError
 
+if TYPE_CHECKING:
+    from minirun.container.records import ContainerRecord
+    from minirun.image.store import Store
+
 
 @click.command(context_settings={"allow_interspersed_args": False})
 @click.option("-i", "--interactive", is_flag=True, help="Keep STDIN open.")
 @click.option("-t", "--tty", is_flag=True, help="Allocate a pseudo-TTY.")
+@click.option("-d", "--detach", is_flag=True, help="Run in the background and print the container ID.")
+@click.option("--init", "use_init", is_flag=True, help="Run a minimal init as PID 1 (reaps zombies, forwards signals).")
 @click.option("--rm", "remove", is_flag=True, help="Remove the container when it exits.")
 @click.option("--name", help="Assign a name to the container.")
 @click.option("-e", "--env", multiple=True, help="Set environment variables (KEY=VAL, or KEY to pass the host's).")
@@ -36,7 +45,8 @@ from minirun.errors import MinirunError
 @click.argument("image")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 @click.pass_context
-def run(ctx: click.Context, interactive: bool, tty: bool, remove: bool, name: str | None,
+def run(ctx: click.Context, interactive: bool, tty: bool, detach: bool, use_init: bool,
+        remove: bool, name: str | None,
         env: tuple[str, ...], env_file: tuple[Path, ...], workdir: str | None, user: str | None,
         hostname: str | None, entrypoint: str | None, read_only: bool, volume: tuple[str, ...],
         tmpfs: tuple[str, ...], cap_add: tuple[str, ...], cap_drop: tuple[str, ...],
@@ -65,8 +75,15 @@ def run(ctx: click.Context, interactive: bool, tty: bool, remove: bool, name: st
         hostname=hostname, tty=tty, interactive=interactive, read_only=read_only,
         volumes=list(volume), tmpfs=list(tmpfs), cap_add=list(cap_add), cap_drop=list(cap_drop),
         no_new_privileges=nnp, chroot=chroot, name=name, remove=remove,
+        detach=detach, init=use_init,
     )
-    ctx.exit(lifecycle.run(store, image, opts))
+    if not detach:
+        ctx.exit(lifecycle.run(store, image, opts))
+    rec = lifecycle.create(store, image, opts)
+    code = lifecycle.start_detached(store, rec)
+    if code is not None:  # the command could not be exec'd; the runtime said why on stderr
+        ctx.exit(code)
+    click.echo(rec.id)
 
 
 def _command_text(args: list[str], trunc: bool) -> str:
@@ -110,25 +127,167 @@ def ps(ctx: click.Context, all_: bool, quiet: bool, no_trunc: bool, fmt: str) ->
                for r in rows])
 
 
+def _each(ctx: click.Context, verb: str, names: tuple[str, ...],
+          action: Callable[[Store, ContainerRecord], None], echo: bool = True) -> None:
+    """Apply ``action`` to each named container like Docker: print the name given, report
+    errors one line each, and exit 1 if any failed."""
+    from minirun.container.records import Containers
+
+    store = store_from(ctx, verb)
+    containers = Containers(store)
+    failed = 0
+    for ref in names:
+        try:
+            action(store, containers.get(ref))
+            if echo:
+                click.echo(ref)
+        except MinirunError as e:
+            click.echo(f"Error: {e}", err=True)
+            failed += 1
+    if failed:
+        ctx.exit(1)
+
+
 @click.command()
 @click.option("-f", "--force", is_flag=True, help="Force the removal of a running container (SIGKILL).")
 @click.argument("container", nargs=-1, required=True)
 @click.pass_context
 def rm(ctx: click.Context, force: bool, container: tuple[str, ...]) -> None:
     """Remove one or more containers (and their container layers)."""
+    from minirun.container import lifecycle
+
+    _each(ctx, "rm", container, lambda store, rec: lifecycle.remove(store, rec, force=force))
+
+
+@click.command()
+@click.option("-t", "--time", "timeout", type=float, default=10.0, show_default=True,
+              help="Seconds to wait for the container to stop before killing it.")
+@click.argument("container", nargs=-1, required=True)
+@click.pass_context
+def stop(ctx: click.Context, timeout: float, container: tuple[str, ...]) -> None:
+    """Stop running containers: StopSignal (SIGTERM), then SIGKILL after the timeout."""
+    from minirun.container import lifecycle
+
+    _each(ctx, "stop", container, lambda store, rec: lifecycle.stop(store, rec, timeout))
+
+
+@click.command()
+@click.option("-s", "--signal", "sig", default="KILL", show_default=True, help="Signal to send.")
+@click.argument("container", nargs=-1, required=True)
+@click.pass_context
+def kill(ctx: click.Context, sig: str, container: tuple[str, ...]) -> None:
+    """Send a signal to running containers."""
+    from minirun.container import lifecycle
+
+    number = lifecycle.parse_signal(sig)
+    _each(ctx, "kill", container, lambda store, rec: lifecycle.kill(store, rec, number))
+
+
+@click.command()
+@click.option("-a", "--attach", is_flag=True, help="Attach STDOUT/STDERR and wait for the container.")
+@click.option("-i", "--interactive", is_flag=True, help="Attach STDIN.")
+@click.argument("container", nargs=-1, required=True)
+@click.pass_context
+def start(ctx: click.Context, attach: bool, interactive: bool, container: tuple[str, ...]) -> None:
+    """Start stopped containers, on the container layer they already have."""
+    from minirun.container import lifecycle
     from minirun.container.records import Containers
 
-    containers = Containers(store_from(ctx, "rm"))
-    failed = 0
-    for ref in container:
-        try:
-            containers.remove(containers.get(ref), force=force)
-            click.echo(ref)
-        except MinirunError as e:
-            click.echo(f"Error: {e}", err=True)
-            failed += 1
-    if failed:
-        ctx.exit(1)
+    if attach or interactive:
+        if len(container) != 1:
+            raise MinirunError("you cannot start and attach multiple containers at once")
+        store = store_from(ctx, "start")
+        rec = Containers(store).get(container[0])
+        ctx.exit(lifecycle.start(store, rec, stdin_open=interactive))
+
+    def go(store: Store, rec: ContainerRecord) -> None:
+        if rec.alive():
+            return  # Docker: starting a running container is a no-op
+        code = lifecycle.start_detached(store, rec)
+        if code is not None:
+            raise MinirunError(f"container {rec.name}: its command could not be run (exit status {code})")
+
+    _each(ctx, "start", container, go)
+
+
+@click.command()
+@click.option("-t", "--time", "timeout", type=float, default=10.0, show_default=True,
+              help="Seconds to wait for the container to stop before killing it.")
+@click.argument("container", nargs=-1, required=True)
+@click.pass_context
+def restart(ctx: click.Context, timeout: float, container: tuple[str, ...]) -> None:
+    """Restart containers (stop, then start in the background)."""
+    from minirun.container import lifecycle
+
+    def go(store: Store, rec: ContainerRecord) -> None:
+        lifecycle.stop(store, rec, timeout)
+        code = lifecycle.start_detached(store, rec)
+        if code is not None:
+            raise MinirunError(f"container {rec.name}: its command could not be run (exit status {code})")
+
+    _each(ctx, "restart", container, go)
+
+
+@click.command()
+@click.argument("container", nargs=-1, required=True)
+@click.pass_context
+def wait(ctx: click.Context, container: tuple[str, ...]) -> None:
+    """Block until containers stop, then print their exit codes."""
+    from minirun.container import lifecycle
+
+    _each(ctx, "wait", container,
+          lambda store, rec: click.echo(str(lifecycle.wait(store, rec))), echo=False)
+
+
+@click.command()
+@click.option("-f", "--follow", is_flag=True, help="Follow log output (ends when the container exits).")
+@click.option("-n", "--tail", default="all", show_default=True, help="Lines to show from the end.")
+@click.option("-t", "--timestamps", is_flag=True, help="Show timestamps.")
+@click.argument("container")
+@click.pass_context
+def logs(ctx: click.Context, follow: bool, tail: str, timestamps: bool, container: str) -> None:
+    """Fetch the logs of a (detached) container: its stdout and stderr, each to its own."""
+    import minirun.container.logs as log
+    from minirun.container.records import Containers
+
+    if tail != "all" and not tail.isdigit():
+        raise MinirunError(f"invalid --tail {tail!r}: a number of lines, or all")
+    containers = Containers(store_from(ctx, "logs"))
+    rec = containers.get(container)
+    path = containers.log_file(rec.id)
+    lines, offset = log.read(path, None if tail == "all" else int(tail))
+    out, err = sys.stdout, sys.stderr
+
+    def emit(line: log.LogLine) -> None:
+        stream = out if line.stream == "stdout" else err
+        stream.write(f"{line.time} {line.text}" if timestamps else line.text)
+        stream.flush()
+
+    for line in lines:
+        emit(line)
+    if follow:
+        def running() -> bool:
+            return containers.refresh(containers.get(rec.id)).alive()
+
+        for line in log.follow(path, offset, running):
+            emit(line)
+
+
+@click.command(name="_cleanup", hidden=True)
+@click.argument("container")
+@click.argument("pid", type=int)
+@click.pass_context
+def cleanup(ctx: click.Context, container: str, pid: int) -> None:
+    """Run by minirun-shim when a detached container exits: record it, release, --rm."""
+    from minirun.container import lifecycle
+    from minirun.container.records import Containers
+
+    store = store_from(ctx, "_cleanup")
+    try:
+        rec = Containers(store).get(container)
+    except MinirunError:
+        return  # removed meanwhile (rm -f)
+    lifecycle.finish(store, rec, None, pid)
 
 
 @click.command()

@@ -8,17 +8,25 @@ inside the container's own mount namespace and execs the process.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
+import sys
 import time
+from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from minirun.container.records import ContainerRecord, Containers, process_start_time
 from minirun.container.spec import RunOptions, build_spec
 from minirun.container.users import resolve_user
 from minirun.errors import ContainerError
 from minirun.image.store import Store
+
+if TYPE_CHECKING:
+    from minirun.runtime import OverlayRootfs
 
 HOSTS = """127.0.0.1\tlocalhost
 ::1\tlocalhost ip6-localhost ip6-loopback
@@ -84,18 +92,42 @@ def create(store: Store, image: str, opts: RunOptions) -> ContainerRecord:
             host_resolv = ""
         (cdir / "resolv.conf").write_text(resolv_conf(host_resolv))
         etc = {f"/etc/{n}": str(cdir / n) for n in ("hostname", "hosts", "resolv.conf")}
-        spec = build_spec(image_cfg, opts, user, hostname, etc)
+        spec = build_spec(image_cfg, opts, user, hostname, etc, _helper_binary("minirun-init"))
         (cdir / "config.json").write_text(json.dumps(spec))
         rec = ContainerRecord(
-            id=cid, name="", image=image, image_id=img.id, args=spec["process"]["args"],
+            # what ps shows: the user's command, not --init's wrapper around it
+            id=cid, name="", image=image, image_id=img.id, args=spec["process"]["args"][2 if opts.init else 0:],
             created=time.time(), lowerdirs=lowerdirs,
             diff_ids=[layer.diff_id for layer in reversed(img.layers)],
-            auto_remove=opts.remove, no_pivot=opts.chroot, extra={"options": asdict(opts)})
+            auto_remove=opts.remove, no_pivot=opts.chroot,
+            extra={"options": asdict(opts), "stop_signal": image_cfg.get("StopSignal")})
         containers.register(rec, opts.name)
     except BaseException:
         containers.discard(cid)
         raise
     return rec
+
+
+def _runtime_inputs(containers: Containers, rec: ContainerRecord) -> tuple[dict[str, Any], OverlayRootfs]:
+    from minirun.runtime import OverlayRootfs
+
+    cdir = containers.dir(rec.id)
+    spec = json.loads((cdir / "config.json").read_bytes())
+    rootfs = OverlayRootfs(
+        lowerdirs=stack(containers, rec), upperdir=str(cdir / "upper"), workdir=str(cdir / "work"),
+        target=str(cdir / "rootfs"))
+    return spec, rootfs
+
+
+def _mark_started(containers: Containers, rec: ContainerRecord, pid: int, **extra: Any) -> None:
+    rec.status, rec.pid, rec.started_at = "running", pid, time.time()
+    rec.pid_start = process_start_time(pid)
+    rec.exit_code, rec.finished_at = 0, 0.0
+    rec.extra.update(extra)
+    rec.extra.pop("oom_killed", None)
+    with contextlib.suppress(FileNotFoundError):
+        containers.exit_file(rec.id).unlink()
+    containers.save(rec)
 
 
 def start(store: Store, rec: ContainerRecord, stdin_open: bool) -> int:
@@ -105,42 +137,293 @@ def start(store: Store, rec: ContainerRecord, stdin_open: bool) -> int:
     containers = Containers(store)
     if rec.alive():
         raise ContainerError(f"container {rec.name} is already running")
-    cdir = containers.dir(rec.id)
-    spec = json.loads((cdir / "config.json").read_bytes())
-    rootfs = runtime.OverlayRootfs(
-        lowerdirs=stack(containers, rec), upperdir=str(cdir / "upper"), workdir=str(cdir / "work"),
-        target=str(cdir / "rootfs"))
+    spec, rootfs = _runtime_inputs(containers, rec)
 
     def started(pid: int) -> None:
-        rec.status, rec.pid, rec.started_at = "running", pid, time.time()
-        rec.pid_start = process_start_time(pid)
-        containers.save(rec)
+        _mark_started(containers, rec, pid, shim=None)
 
     devnull = None
     if not stdin_open:  # without -i the container reads EOF, with or without a tty
         devnull = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+    code = 125
     try:
         code = runtime.run(spec, rootfs, no_pivot=rec.no_pivot,
                            stdio=runtime.Stdio(stdin=devnull), on_start=started)
-    except BaseException:
-        rec.status, rec.exit_code, rec.finished_at = "exited", 125, time.time()
-        if cdir.exists():
-            containers.save(rec)
-        raise
     finally:
         if devnull is not None:
             os.close(devnull)
-    rec.status, rec.exit_code, rec.finished_at = "exited", code, time.time()
-    if not rec.auto_remove:  # --rm: the record is about to go; skip a write on the way out
-        containers.save(rec)
+        finish(store, rec, code)
     return code
 
 
-def run(store: Store, image: str, opts: RunOptions) -> int:
-    """``minirun run``: create, start, wait; with --rm, remove the container layer after."""
-    rec = create(store, image, opts)
+def finish(store: Store, rec: ContainerRecord, code: int | None, pid: int | None = None) -> None:
+    """After the container's process ended: record its status (``code``, or what its shim
+    wrote when None), release what it held, and remove it if it was run with --rm.
+    ``pid``: the process that ended; if the record names another, a newer run of the
+    container (``restart``) owns it now and there is nothing to do."""
+    containers = Containers(store)
+    if pid is not None and rec.pid != pid:
+        return
+    finished = time.time()
+    if code is None:
+        code, finished = containers.read_exit(rec.id) or (137, finished)
+    rec.status, rec.exit_code, rec.finished_at, rec.pid = "exited", code, finished, 0
+    rec.extra.update(containers._oom(rec))
+    if rec.auto_remove:
+        remove(store, rec, force=True)
+    elif containers.dir(rec.id).is_dir():
+        containers.save(rec)
+
+
+def _helper_binary(name: str) -> str | None:
+    """minirun-shim / minirun-init, built next to the venv's python by `make install`."""
+    path = os.path.join(os.path.dirname(sys.executable), name)
+    return path if os.access(path, os.X_OK) else None
+
+
+def shim_binary() -> str:
+    path = _helper_binary("minirun-shim")
+    if path is None:
+        raise ContainerError("minirun-shim is missing: detached containers need it (run: sudo make install)")
+    return path
+
+
+def start_detached(store: Store, rec: ContainerRecord) -> int | None:
+    """Start the container in the background, watched by minirun-shim; returns None once
+    it runs, or the exit status when its command could not be exec'd (127/126).
+
+    minirun forks a monitor that starts the container (so the container init is the
+    monitor's child) and then exec()s minirun-shim in its own place: the shim keeps the
+    pid, waits for its child, copies its output to the log and writes its exit status."""
+    containers = Containers(store)
+    if rec.alive():
+        raise ContainerError(f"container {rec.name} is already running")
+    shim = shim_binary()
+    spec, rootfs = _runtime_inputs(containers, rec)
+    log = containers.log_file(rec.id)
+    status_r, status_w = os.pipe2(os.O_CLOEXEC)
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the monitor: reports through status_w, never returns
+        os.close(status_r)
+        _monitor(store, rec, spec, rootfs, shim, str(log), status_w)
+    os.close(status_w)
+    with os.fdopen(status_r, "rb") as f:
+        report = f.read().decode(errors="replace")
+    kind, _, detail = report.partition(" ")
+    if kind == "OK":
+        return None
+    if kind == "EXIT":
+        return int(detail)
+    os.waitpid(pid, 0)
+    raise ContainerError(detail or "the container's monitor died before it started the container")
+
+
+def _monitor(store: Store, rec: ContainerRecord, spec: dict[str, Any], rootfs: OverlayRootfs,
+             shim: str, log: str, status_w: int) -> None:
+    """The forked monitor: start, report, become the shim. Never returns."""
+    from minirun import runtime
+
     try:
-        return start(store, rec, stdin_open=opts.interactive)
+        os.setsid()  # not killed with the terminal or the CLI's process group
+        null = os.open(os.devnull, os.O_RDWR)
+        for fd in (0, 1, 2):  # keep nothing of the CLI's stdio: a reader would wait for EOF
+            os.dup2(null, fd)
+        os.close(null)
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
+        started = runtime.start(spec, rootfs, no_pivot=rec.no_pivot,
+                                stdio=runtime.Stdio(stdin=0, stdout=out_w, stderr=err_w))
+        os.close(out_w)
+        os.close(err_w)
+        containers = Containers(store)
+        if started.exec_failed is not None:
+            finish(store, rec, started.exec_failed)
+            os.write(status_w, f"EXIT {started.exec_failed}".encode())
+            os._exit(0)
+        if started.master is not None:  # a tty: its master carries stdout and stderr
+            os.close(out_r)
+            out_r = started.master
+            os.close(err_r)
+            err_r = -1
+        _mark_started(containers, rec, started.pid,
+                      shim=[os.getpid(), process_start_time(os.getpid())])
+        os.write(status_w, b"OK")
+        os.close(status_w)
+        for fd in (out_r, err_r):
+            if fd >= 0:
+                os.set_inheritable(fd, True)
+        cleanup = [sys.executable, "-m", "minirun", "--root", str(store.root), "_cleanup", rec.id,
+                   str(started.pid)]
+        os.execv(shim, [shim, str(started.pid), str(containers.exit_file(rec.id)), log,
+                        str(out_r), str(err_r), "--", *cleanup])
+    except BaseException as e:
+        with contextlib.suppress(OSError):
+            os.write(status_w, f"ERR {e}".encode())
+        os._exit(125)
+
+
+def run(store: Store, image: str, opts: RunOptions) -> int:
+    """``minirun run``: create, start, wait; with --rm, remove the container after.
+    With -d the container runs on in the background; this prints nothing and returns 0."""
+    rec = create(store, image, opts)
+    if opts.detach:
+        code = start_detached(store, rec)
+        return 0 if code is None else code
+    return start(store, rec, stdin_open=opts.interactive)
+
+
+def remove(store: Store, rec: ContainerRecord, force: bool = False) -> None:
+    """``rm``: a running container only with force (SIGKILL, then wait for its end)."""
+    containers = Containers(store)
+    if rec.alive():
+        if not force:
+            raise ContainerError(f"cannot remove container {rec.name}: it is running "
+                                 "(stop it first, or use rm -f)")
+        kill(store, rec, signal.SIGKILL)
+        _wait_exit(containers, rec, 10.0)
+    release(store, rec)
+    containers.discard(rec.id)
+
+
+def release(store: Store, rec: ContainerRecord) -> None:
+    """Give back what a container holds besides its dir: its cgroup (and, with networking,
+    its address). Idempotent."""
+    if rec.extra.get("cgroup"):
+        from minirun.runtime import cgroups
+
+        cg = cgroups.Cgroup.open(rec.id)
+        if cg is not None:
+            cg.kill_all()
+            cg.remove()
+
+
+def kill(store: Store, rec: ContainerRecord, sig: int) -> None:
+    """Send a signal to the container's init, making sure the pid is still that process."""
+    if not rec.alive():
+        raise ContainerError(f"container {rec.name} is not running")
+    try:
+        pidfd = os.pidfd_open(rec.pid)
+    except ProcessLookupError:
+        return
+    try:
+        if process_start_time(rec.pid) != rec.pid_start:
+            return  # the pid was reused after our check: not our container any more
+        signal.pidfd_send_signal(pidfd, sig)
+    except ProcessLookupError:
+        pass
     finally:
-        if opts.remove:
-            Containers(store).remove(rec, force=True)
+        os.close(pidfd)
+
+
+def _wait_exit(containers: Containers, rec: ContainerRecord, timeout: float | None) -> bool:
+    """Wait until the container's process is gone; True if it is."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    try:
+        pidfd = os.pidfd_open(rec.pid)
+    except (ProcessLookupError, ValueError):
+        return True
+    try:
+        import select
+
+        while rec.alive():
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if select.select([pidfd], [], [], min(left, 0.5) if left is not None else 0.5)[0]:
+                break
+            if deadline is not None and time.monotonic() >= deadline:
+                return not rec.alive()
+        return True
+    finally:
+        os.close(pidfd)
+
+
+def wait(store: Store, rec: ContainerRecord) -> int:
+    """``wait``: block until the container exits; its exit status."""
+    containers = Containers(store)
+    if rec.status == "running":
+        _wait_exit(containers, rec, None)
+        # its shim (or foreground minirun) records the status right after: give it a moment
+        for _ in range(200):
+            rec = containers.get(rec.id) if containers.dir(rec.id).is_dir() else rec
+            if rec.status != "running" or containers.exit_file(rec.id).exists():
+                break
+            time.sleep(0.01)
+        containers.refresh(rec)
+    return rec.exit_code
+
+
+def stop(store: Store, rec: ContainerRecord, timeout: float = 10.0) -> None:
+    """``stop``: the image's StopSignal (SIGTERM by default), then SIGKILL after ``timeout``.
+    A PID 1 ignores signals it has no handler for, as in Docker: use --init for that."""
+    containers = Containers(store)
+    if not rec.alive():
+        return
+    sig = _signal_number(rec.extra.get("stop_signal") or "SIGTERM")
+    kill(store, rec, sig)
+    if not _wait_exit(containers, rec, timeout):
+        with contextlib.suppress(ContainerError):
+            kill(store, rec, signal.SIGKILL)
+        _wait_exit(containers, rec, 10.0)
+    wait(store, rec)
+
+
+def _signal_number(text: str | int) -> int:
+    """SIGTERM, TERM, 15 → 15 (docker kill -s and StopSignal accept all three)."""
+    if isinstance(text, int):
+        return text
+    t = text.strip().upper()
+    if t.isdigit():
+        return int(t)
+    name = t if t.startswith("SIG") else "SIG" + t
+    try:
+        return int(signal.Signals[name])
+    except KeyError:
+        raise ContainerError(f"invalid signal: {text}") from None
+
+
+def parse_signal(text: str) -> int:
+    return _signal_number(text)
+
+
+def exec_in(store: Store, rec: ContainerRecord, command: list[str], *, interactive: bool = False,
+            tty: bool = False, env: Sequence[str] = (), workdir: str | None = None,
+            user: str | None = None, detach: bool = False) -> int:
+    """``exec``: run ``command`` in the running container, with the container's own process
+    settings (env, user, capabilities, no_new_privs) unless overridden."""
+    from minirun import runtime
+    from minirun.container.spec import merge_env
+    from minirun.runtime.exec import exec_in as _exec
+
+    containers = Containers(store)
+    if not rec.alive():
+        raise ContainerError(f"container {rec.name} is not running")
+    if not command:
+        raise ContainerError("no command given: minirun exec CONTAINER COMMAND [ARG...]")
+    spec = json.loads((containers.dir(rec.id) / "config.json").read_bytes())
+    proc = dict(spec["process"])
+    proc["args"] = command
+    proc["terminal"] = tty
+    proc["env"] = merge_env(proc.get("env", []), list(env) + (["TERM=xterm"] if tty else []))
+    if workdir:
+        proc["cwd"] = workdir
+    if user:
+        u = resolve_user(user, stack(containers, rec))
+        proc["user"] = {"uid": u.uid, "gid": u.gid, "additionalGids": u.additional_gids}
+        caps = proc["capabilities"]["bounding"]
+        proc["capabilities"] = {**proc["capabilities"], "effective": caps if u.uid == 0 else [],
+                                "permitted": caps if u.uid == 0 else []}
+    procs: list[str] = []
+    if rec.extra.get("cgroup"):
+        from minirun.runtime import cgroups
+
+        cg = cgroups.Cgroup.open(rec.id)
+        procs = cg.procs_files if cg is not None else []
+    devnull = None
+    if detach or not interactive:
+        devnull = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+    try:
+        out = devnull if detach else None
+        return _exec(rec.pid, proc, stdio=runtime.Stdio(stdin=devnull, stdout=out, stderr=out),
+                     cgroup_procs=procs, detach=detach)
+    finally:
+        if devnull is not None:
+            os.close(devnull)

@@ -61,16 +61,19 @@ class ContainerRecord:
             return "exited"
         return self.status
 
+    @property
+    def oom_killed(self) -> bool:
+        return bool(self.extra.get("oom_killed"))
+
     def status_text(self, now: float | None = None) -> str:
-        """``Up 3 minutes`` / ``Exited (0) 5 seconds ago`` / ``Created``, as ``docker ps``."""
+        """``Up 3 minutes`` / ``Exited (0) 5 seconds ago`` / ``Created``, as ``docker ps``.
+        Call :meth:`Containers.refresh` first so an unobserved exit has its code."""
         now = now if now is not None else time.time()
         st = self.effective_status()
         if st == "running":
             return f"Up {human_duration(now - self.started_at)}"
         if st == "exited":
-            if self.status == "running":  # died unobserved: Docker reports 255 then
-                return "Exited (255) " + (ago(self.started_at, now) if self.started_at else "")
-            return f"Exited ({self.exit_code}) {ago(self.finished_at, now)}"
+            return f"Exited ({self.exit_code}) {ago(self.finished_at or now, now)}"
         return "Created"
 
 
@@ -81,7 +84,10 @@ def _start_time(pid: int) -> str:
     except OSError:
         return ""
     # Field 22 (starttime); the command name (field 2) may contain spaces, so split after ')'.
-    return data.rsplit(b")", 1)[1].split()[19].decode()
+    fields = data.rsplit(b")", 1)[1].split()
+    if fields[0] in (b"Z", b"X"):  # a zombie has exited; it only waits to be reaped
+        return ""
+    return fields[19].decode()
 
 
 def process_start_time(pid: int) -> str:
@@ -116,6 +122,48 @@ class Containers:
         tmp.write_text(json.dumps(asdict(rec)))
         os.replace(tmp, path)
 
+    def exit_file(self, cid: str) -> Path:
+        """Written by the shim of a detached container when it exits: "<status> <unix-ns>"."""
+        return self.root / cid / "exit"
+
+    def log_file(self, cid: str) -> Path:
+        return self.root / cid / "container.log"
+
+    def read_exit(self, cid: str) -> tuple[int, float] | None:
+        """(status, finished) from the exit file a shim wrote, if there is one."""
+        try:
+            status_s, ns_s = self.exit_file(cid).read_text().split()
+            return int(status_s), int(ns_s) / 1e9
+        except (OSError, ValueError):
+            return None
+
+    def refresh(self, rec: ContainerRecord) -> ContainerRecord:
+        """Bring a record that says "running" up to date with what really happened: its
+        process is gone, so take the exit status its shim wrote, or — no shim survived
+        (minirun or the machine went down) — 137, as it was killed along with them."""
+        if rec.status != "running" or rec.alive():
+            return rec
+        shim = rec.extra.get("shim")
+        if shim and _start_time(shim[0]) == shim[1] and not self.exit_file(rec.id).exists():
+            return rec  # the container just ended; its shim is about to write the status
+        code, finished = self.read_exit(rec.id) or (137, time.time())
+        rec.status, rec.exit_code, rec.finished_at, rec.pid = "exited", code, finished, 0
+        rec.extra.update(self._oom(rec))
+        with contextlib.suppress(OSError):
+            if self.dir(rec.id).is_dir():
+                self.save(rec)
+        return rec
+
+    @staticmethod
+    def _oom(rec: ContainerRecord) -> dict[str, Any]:
+        """OOMKilled, read from the container's cgroup while it still exists."""
+        if not rec.extra.get("cgroup"):
+            return {}
+        from minirun.runtime import cgroups
+
+        cg = cgroups.Cgroup.open(rec.id)
+        return {"oom_killed": bool(cg and cg.oom_killed())}
+
     def new_id(self) -> str:
         """A fresh 64-hex ID and its (empty, private) directory."""
         self.store.ensure()
@@ -128,7 +176,7 @@ class Containers:
     def all(self) -> list[ContainerRecord]:
         if not self.root.is_dir():
             return []
-        recs = [r for p in self.root.iterdir() if (r := self._load(p.name)) is not None]
+        recs = [self.refresh(r) for p in self.root.iterdir() if (r := self._load(p.name)) is not None]
         recs.sort(key=lambda r: r.created, reverse=True)
         return recs
 

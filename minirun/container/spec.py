@@ -64,6 +64,8 @@ class RunOptions:
     chroot: bool = False
     name: str | None = None
     remove: bool = False
+    detach: bool = False
+    init: bool = False  # a minimal init as PID 1 (minirun-init, bind-mounted at /dev/init)
 
 
 def cap_name(text: str) -> str:
@@ -194,9 +196,13 @@ class User:
     home: str
 
 
+INIT_PATH = "/dev/init"  # where --init's PID 1 appears (Docker: /sbin/docker-init)
+
+
 def build_spec(image_cfg: dict[str, Any], opts: RunOptions, user: User, hostname: str,
-               etc_files: dict[str, str]) -> dict[str, Any]:
-    """The OCI runtime spec. ``etc_files`` maps /etc/hosts etc. to host files to bind."""
+               etc_files: dict[str, str], init_binary: str | None = None) -> dict[str, Any]:
+    """The OCI runtime spec. ``etc_files`` maps /etc/hosts etc. to host files to bind;
+    ``init_binary`` is the host's minirun-init, used with --init."""
     env = merge_env(list(image_cfg.get("Env") or []), [])
     if not any(e.startswith("PATH=") for e in env):
         env.insert(0, f"PATH={DEFAULT_PATH}")
@@ -210,6 +216,13 @@ def build_spec(image_cfg: dict[str, Any], opts: RunOptions, user: User, hostname
                for dst, src in etc_files.items()]
     mounts += [parse_tmpfs(t) for t in opts.tmpfs]
     mounts += [parse_volume(v) for v in opts.volumes]
+    args = process_args(image_cfg, opts)
+    if opts.init:
+        if not init_binary:
+            raise UsageError("--init needs minirun-init (run: sudo make install)")
+        mounts.append({"destination": INIT_PATH, "type": "bind", "source": init_binary,
+                       "options": ["bind", "ro", "nosuid", "nodev"]})
+        args = [INIT_PATH, "--", *args]
     cwd = opts.workdir or image_cfg.get("WorkingDir") or "/"
     if not cwd.startswith("/"):
         raise UsageError(f"the working directory {cwd!r} is invalid: it needs to be an absolute path")
@@ -218,7 +231,7 @@ def build_spec(image_cfg: dict[str, Any], opts: RunOptions, user: User, hostname
         "process": {
             "terminal": opts.tty,
             "user": {"uid": user.uid, "gid": user.gid, "additionalGids": user.additional_gids},
-            "args": process_args(image_cfg, opts),
+            "args": args,
             "env": env,
             "cwd": cwd,
             # A non-root user gets the set as its bounding set only, as moby does: the

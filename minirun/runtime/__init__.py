@@ -7,9 +7,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["OverlayRootfs", "Stdio", "run"]
+if TYPE_CHECKING:
+    from minirun.runtime.process import Started
+
+__all__ = ["OverlayRootfs", "Stdio", "run", "start"]
 
 
 @dataclass(frozen=True)
@@ -51,3 +54,20 @@ def run(
 
     return _run(spec, rootfs, no_pivot=no_pivot, stdio=stdio, on_start=on_start,
                 prestart=prestart, cgroup_procs=cgroup_procs)
+
+
+def start(
+    spec: dict[str, Any],
+    rootfs: OverlayRootfs,
+    *,
+    no_pivot: bool = False,
+    stdio: Stdio = Stdio(),  # noqa: B008 - frozen, so a shared default is safe
+    prestart: Callable[[int], None] | None = None,
+    cgroup_procs: Sequence[str] = (),
+) -> Started:
+    """Start the container without waiting (``run -d``): returns once its command runs,
+    with its host pid (and pty master with a terminal); the caller supervises it."""
+    from minirun.runtime.process import start as _start
+
+    return _start(spec, rootfs, no_pivot=no_pivot, stdio=stdio, prestart=prestart,
+                  cgroup_procs=cgroup_procs)

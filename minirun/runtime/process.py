@@ -163,6 +163,73 @@ def run(
     there); the child waits for it. ``cgroup_procs`` are cgroup.procs files the child
     writes itself into before it unshares its cgroup namespace, so that namespace's root
     is the container's own cgroup."""
+    pid, _, std, r, psock, old_mask = _launch(spec, rootfs, no_pivot, stdio, prestart, cgroup_procs)
+    return _supervise(pid, std, r, psock, old_mask, on_start)
+
+
+class Started:
+    """A container started in the background (``run -d``): its init's host pid, the pty
+    master when it has a terminal, or the exit status when its command could not be
+    exec'd (then ``pid`` is already reaped)."""
+
+    __slots__ = ("pid", "master", "exec_failed")
+
+    def __init__(self, pid: int, master: int | None, exec_failed: int | None) -> None:
+        self.pid = pid
+        self.master = master
+        self.exec_failed = exec_failed
+
+
+def start(
+    spec: dict[str, Any],
+    rootfs: OverlayRootfs,
+    *,
+    no_pivot: bool = False,
+    stdio: Stdio | None = None,
+    prestart: Callable[[int], None] | None = None,
+    cgroup_procs: Sequence[str] = (),
+) -> Started:
+    """Start the container and return once its command runs, without waiting for it: the
+    caller becomes (or execs into) its supervisor. No signals are forwarded."""
+    pid, plan, _std, r, psock, old_mask = _launch(spec, rootfs, no_pivot, stdio, prestart, cgroup_procs)
+    signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+    master: int | None = None
+    try:
+        if psock is not None:
+            from minirun.runtime import tty
+
+            master = tty.receive_master(psock)
+        report = b""
+        while chunk := os.read(r, 4096):
+            report += chunk
+    except BaseException:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        if master is not None:
+            os.close(master)
+        raise
+    finally:
+        os.close(r)
+        if psock is not None:
+            psock.close()
+    if report:
+        os.waitpid(pid, 0)
+        if master is not None:
+            os.close(master)
+        return Started(pid, None, _child_failed(report))
+    return Started(pid, master, None)
+
+
+def _launch(
+    spec: dict[str, Any],
+    rootfs: OverlayRootfs,
+    no_pivot: bool,
+    stdio: Stdio | None,
+    prestart: Callable[[int], None] | None,
+    cgroup_procs: Sequence[str],
+) -> tuple[int, _Plan, tuple[int | None, int | None, int | None], int, socket.socket | None, set[int | signal.Signals]]:
+    """Fork the child and run the prestart hook. Returns with the forwarded signals still
+    blocked (their old mask is returned), so the caller decides who gets them."""
     plan = _plan(spec, rootfs, no_pivot)
     plan.cgroup_procs = list(cgroup_procs)
     std = (stdio.stdin, stdio.stdout, stdio.stderr) if stdio is not None else (None, None, None)
@@ -228,7 +295,7 @@ def run(
             if psock is not None:
                 psock.close()
             raise
-    return _supervise(pid, plan, std, r, psock, old_mask, on_start)
+    return pid, plan, std, r, psock, old_mask
 
 
 def _run_prestart(pid: int, ready: int, go: int, prestart: Callable[[int], None]) -> None:
@@ -252,7 +319,6 @@ def _raise_setup(fn: Callable[[int], None], arg: int, *, what: str) -> None:
 
 def _supervise(
     pid: int,
-    plan: _Plan,
     std: tuple[int | None, int | None, int | None],
     r: int,
     psock: socket.socket | None,
@@ -292,7 +358,7 @@ def _supervise(
         if report:
             _, status = os.waitpid(pid, 0)
             reaped = True
-            return _child_failed(report, plan)
+            return _child_failed(report)
         if on_start is not None:
             on_start(pid)
         if master is not None:
@@ -326,7 +392,7 @@ def _supervise(
             psock.close()
 
 
-def _child_failed(report: bytes, plan: _Plan) -> int:
+def _child_failed(report: bytes) -> int:
     kind, body = report[:1], report[1:]
     if kind == _EXEC_FAILED:
         err_s, _, argv0 = body.partition(b"\0")

@@ -38,9 +38,10 @@ def _winsize(rows: int, cols: int) -> bytes:
 # --- child side --------------------------------------------------------------------------
 
 
-def child_open_pty(sock: socket.socket, console_size: dict[str, Any] | None) -> int:
+def child_open_pty(sock: socket.socket, console_size: dict[str, Any] | None, console: bool = True) -> int:
     """Runs after pivot_root: open the container's /dev/ptmx, send the master to the
-    parent, bind the slave over /dev/console. Returns the slave fd."""
+    parent, bind the slave over /dev/console (not for exec: that would change the running
+    container's console). Returns the slave fd."""
     master = os.open("/dev/ptmx", os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
     fcntl.ioctl(master, TIOCSPTLCK, struct.pack("i", 0))  # unlockpt
     # TIOCGPTPEER opens the slave from the master itself: no path lookup to race
@@ -51,7 +52,7 @@ def child_open_pty(sock: socket.socket, console_size: dict[str, Any] | None) -> 
             fcntl.ioctl(slave, termios.TIOCSWINSZ, _winsize(h, w))
     socket.send_fds(sock, [b"m"], [master])
     os.close(master)
-    if os.path.exists("/dev/console"):
+    if console and os.path.exists("/dev/console"):
         linux.mount(f"/proc/self/fd/{slave}", "/dev/console", None, linux.MS_BIND)
     return slave
 
