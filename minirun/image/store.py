@@ -421,6 +421,18 @@ class Store:
             self._write_repos(repos)
         return self._with_names(rec, repos)
 
+    def add_repo_digest(self, image_id: str, name: str, digest: str) -> None:
+        """Record ``name@digest`` for a stored image (pull of a multi-platform index, push):
+        the digest a registry knows the image by, which may be an index's."""
+        check_digest(digest, "repo digest")
+        with self.lock():
+            if self._load_image(image_id) is None:
+                raise ImageNotFound(image_id)
+            repos = self._read_repos()
+            if repos.get(f"{name}@{digest}") != image_id:
+                repos[f"{name}@{digest}"] = image_id
+                self._write_repos(repos)
+
     def containers_using(self, image_id: str) -> list[str]:
         """IDs of containers (any state) made from this image; they pin its layers."""
         out = []
