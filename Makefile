@@ -11,7 +11,8 @@ PYTHON     = $(shell for p in /usr/bin/python3.13 /usr/bin/python3.12 /usr/bin/p
                if command -v $$p >/dev/null && $$p -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; \
                then command -v $$p; break; fi; done)
 APT_PKGS  := python3 python3-venv python3-dev gcc make libcap-dev busybox-static zstd \
-             iproute2 util-linux procps docker-registry skopeo podman runc debootstrap
+             iproute2 util-linux procps docker-registry skopeo podman runc debootstrap \
+             libseccomp2 libc6-dev
 PYTEST_ARGS ?=
 
 .PHONY: deps install images demo test lint bench clean
