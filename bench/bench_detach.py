@@ -66,8 +66,8 @@ def kib(n: float) -> str:
 def minirun(count: int) -> None:
     before = settle()
     ids = []
-    for i in range(count):
-        r = subprocess.run([MINIRUN, "run", "-d", "busybox", "sleep", "600"], env=ENV,
+    for _ in range(count):
+        r = subprocess.run([MINIRUN, "run", "-d", "--network", "none", "busybox", "sleep", "600"], env=ENV,
                            capture_output=True, text=True, check=True)
         ids.append(r.stdout.strip())
     try:

@@ -151,9 +151,11 @@ def main() -> None:
     prepare()
     subprocess.run([sys.executable, "-m", "compileall", "-q", str(REPO / "minirun")], capture_output=True)
     print(f"container start latency, {args.runs} runs each (lower is better)")
-    small = report("minirun run --rm busybox true", timed([MINIRUN, "run", "--rm", "busybox", "true"], args.runs))
+    # --network none: the container start itself (bench_net.py measures bridge networking)
+    small = report("minirun run --rm busybox true", timed([MINIRUN, "run", "--rm", "--network", "none",
+                                                             "busybox", "true"], args.runs))
     big = report("minirun run --rm bench-big true (~100 MB)",
-                 timed([MINIRUN, "run", "--rm", "bench-big", "true"], args.runs))
+                 timed([MINIRUN, "run", "--rm", "--network", "none", "bench-big", "true"], args.runs))
     print(f"  large/small image ratio: {big / small:.2f}x (target <= 1.1x)")
     print(f"  python floor: `{Path(sys.executable).name} -c 'import click'`: "
           f"{statistics.median(timed([sys.executable, '-c', 'import click'], args.runs)):.1f} ms")

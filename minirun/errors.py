@@ -87,3 +87,31 @@ class RuntimeFailure(MinirunError):
 
 class KernelUnsupported(RuntimeFailure):
     """A kernel feature minirun needs is missing (overlayfs, a namespace kind)."""
+
+
+class RegistryError(MinirunError):
+    """A registry cannot be reached, refuses a request or sends something unusable."""
+
+    def __init__(self, message: str, status: int | None = None, code: str = "") -> None:
+        super().__init__(message)
+        self.status = status  # HTTP status, when the registry answered
+        self.code = code  # the distribution error code (MANIFEST_UNKNOWN, UNAUTHORIZED...)
+
+
+class AuthenticationError(RegistryError):
+    """The registry (or its token service) refused the credentials, or wants some."""
+
+
+class NetworkError(MinirunError):
+    """A network cannot be created, joined or removed (subnet taken, bridge refused...)."""
+
+
+class NetworkNotFound(NetworkError):
+    def __init__(self, name: str) -> None:
+        super().__init__(f"network {name} not found (see 'minirun network ls'; "
+                         "create one with 'minirun network create NAME')")
+        self.name = name
+
+
+class PortInUse(NetworkError):
+    """A port to publish is already bound on the host (or published by another container)."""

@@ -45,3 +45,13 @@ def human_duration(seconds: float) -> str:
 
 def ago(timestamp: float, now: float | None = None) -> str:
     return human_duration((now if now is not None else time.time()) - timestamp) + " ago"
+
+
+def binary_size(n: float) -> str:
+    """Binary units as ``docker stats`` prints them: "1.5MiB / 31.27GiB"."""
+    units = ("B", "KiB", "MiB", "GiB", "TiB")
+    i = 0
+    while n >= 1024 and i < len(units) - 1:
+        n /= 1024
+        i += 1
+    return f"{n:.4g}{units[i]}" if i else f"{int(n)}B"

@@ -24,6 +24,8 @@ import pytest
 from minirun.image import archive
 from minirun.image.store import Store
 
+pytest_plugins = ["tests.registry_fixtures"]
+
 REPO = Path(__file__).resolve().parent.parent
 MINIRUN = Path(sys.executable).parent / "minirun"
 IMAGE_NAMES = ("busybox", "busybox-extra", "busybox-edit")
@@ -99,7 +101,31 @@ def store_root(tmp_path: Path) -> Iterator[Path]:
     root = tmp_path / "store"
     root.mkdir()
     yield root
+    prune_networks(root)
     shutil.rmtree(root, ignore_errors=True)  # stores are big; don't keep 3 runs' worth
+
+
+def prune_networks(root: Path) -> None:
+    """Remove the bridges and firewall rules a test store made: ``run`` uses bridge
+    networking by default, and those live in the host's kernel, not in the store."""
+    if os.geteuid() != 0 or not (root / "networks").is_dir():
+        return
+    from minirun.network.attach import remove_networks
+
+    try:
+        remove_networks(Store(root), [], prune=True)
+    except Exception as e:  # never fail a test's teardown for this; say it
+        print(f"warning: network prune of {root} failed: {e}", file=sys.stderr)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _prune_test_networks(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """At the end of the session, prune the networks of every store the tests made
+    (module-scoped stores, the per-test default root)."""
+    yield
+    base = tmp_path_factory.getbasetemp()
+    for networks in [*base.glob("*/networks"), *base.glob("*/*/networks")]:
+        prune_networks(networks.parent)
 
 
 @pytest.fixture

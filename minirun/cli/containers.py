@@ -7,7 +7,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -42,6 +42,23 @@ if TYPE_CHECKING:
 @click.option("--cap-drop", multiple=True, help="Drop Linux capabilities.")
 @click.option("--security-opt", multiple=True, help="Security options (no-new-privileges).")
 @click.option("--chroot", is_flag=True, help="Use chroot instead of pivot_root (runc's --no-pivot).")
+@click.option("--pull", type=click.Choice(["missing", "always", "never"]), default="missing",
+              show_default=True, help="Pull the image before running.")
+@click.option("--platform", metavar="OS/ARCH[/VARIANT]", help="Platform to pull, for a multi-platform image.")
+@click.option("--privileged", is_flag=True,
+              help="All capabilities and host devices; no seccomp, no masked paths.")
+@click.option("-m", "--memory", help="Memory limit (e.g. 32m, 1g).")
+@click.option("--memory-swap", help="Memory + swap limit; -1 for unlimited swap.")
+@click.option("--cpus", help="Number of CPUs (e.g. 0.5).")
+@click.option("-c", "--cpu-shares", type=int, help="CPU shares (relative weight).")
+@click.option("--pids-limit", type=int, help="Tune the container's pids limit (-1 for unlimited).")
+@click.option("--network", "--net", "network", default="bridge", show_default=True,
+              help="Connect to a network: bridge, none, host or a network's name.")
+@click.option("-p", "--publish", multiple=True,
+              help="Publish a container's port to the host ([IP:][HOSTPORT:]CTRPORT[/PROTO]).")
+@click.option("-P", "--publish-all", is_flag=True, help="Publish all exposed ports to random host ports.")
+@click.option("--dns", multiple=True, help="Set custom DNS servers.")
+@click.option("--add-host", multiple=True, help="Add a custom host-to-IP mapping (HOST:IP).")
 @click.argument("image")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 @click.pass_context
@@ -50,7 +67,10 @@ def run(ctx: click.Context, interactive: bool, tty: bool, detach: bool, use_init
         env: tuple[str, ...], env_file: tuple[Path, ...], workdir: str | None, user: str | None,
         hostname: str | None, entrypoint: str | None, read_only: bool, volume: tuple[str, ...],
         tmpfs: tuple[str, ...], cap_add: tuple[str, ...], cap_drop: tuple[str, ...],
-        security_opt: tuple[str, ...], chroot: bool, image: str, command: tuple[str, ...]) -> None:
+        security_opt: tuple[str, ...], chroot: bool, pull: str, platform: str | None, privileged: bool, memory: str | None, memory_swap: str | None,
+        cpus: str | None, cpu_shares: int | None, pids_limit: int | None,
+        network: str, publish: tuple[str, ...], publish_all: bool, dns: tuple[str, ...],
+        add_host: tuple[str, ...], image: str, command: tuple[str, ...]) -> None:
     """Run a command in a new container."""
     from minirun.container import lifecycle
 
@@ -65,25 +85,59 @@ def run(ctx: click.Context, interactive: bool, tty: bool, detach: bool, use_init
         env_list += parse_env_file(text, host_env, str(f))
     env_list += expand_env(list(env), host_env)
     nnp = False
+    seccomp: str | None = None
     for opt in security_opt:
+        key, sep, value = opt.replace(":", "=", 1).partition("=") if opt.startswith("seccomp") \
+            else (opt, "", "")
         if opt in ("no-new-privileges", "no-new-privileges:true", "no-new-privileges=true"):
             nnp = True
-        elif opt not in ("no-new-privileges:false", "no-new-privileges=false"):
-            raise MinirunError(f"unsupported --security-opt {opt!r} (supported: no-new-privileges)")
+        elif opt in ("no-new-privileges:false", "no-new-privileges=false"):
+            pass
+        elif key == "seccomp" and sep and value:
+            seccomp = value
+        else:
+            raise MinirunError(f"unsupported --security-opt {opt!r} (supported: no-new-privileges, "
+                               "seccomp=unconfined, seccomp=PROFILE.json)")
     opts = RunOptions(
         command=list(command), entrypoint=entrypoint, env=env_list, workdir=workdir, user=user,
         hostname=hostname, tty=tty, interactive=interactive, read_only=read_only,
         volumes=list(volume), tmpfs=list(tmpfs), cap_add=list(cap_add), cap_drop=list(cap_drop),
         no_new_privileges=nnp, chroot=chroot, name=name, remove=remove,
-        detach=detach, init=use_init,
+        detach=detach, init=use_init, privileged=privileged, seccomp=seccomp, pull=pull,
+        platform=platform, memory=memory, memory_swap=memory_swap, cpus=cpus,
+        cpu_shares=cpu_shares, pids_limit=pids_limit,
     )
+    opts.network, opts.publish, opts.publish_all = network, list(publish), publish_all
+    opts.dns, opts.add_hosts = list(dns), list(add_host)
+    if not detach and network not in ("none", "host"):
+        from minirun.network.netlink import prewarm
+
+        prewarm()  # pyroute2's import overlaps the container's set-up (never before a fork: -d)
     if not detach:
-        ctx.exit(lifecycle.run(store, image, opts))
-    rec = lifecycle.create(store, image, opts)
+        ctx.exit(lifecycle.run(store, image, opts, _pull_report))
+    rec = lifecycle.create(store, image, opts, _pull_report)
     code = lifecycle.start_detached(store, rec)
     if code is not None:  # the command could not be exec'd; the runtime said why on stderr
         ctx.exit(code)
     click.echo(rec.id)
+
+
+class _PullReport:
+    """Pull progress of `run --pull`, on stderr (stdout is the container's). The renderer
+    is made on the first event, so a run that pulls nothing never imports it."""
+
+    def __init__(self) -> None:
+        self.render: Callable[[Any], None] | None = None
+
+    def __call__(self, event: Any) -> None:
+        if self.render is None:
+            from minirun.image import progress
+
+            self.render = progress.renderer(sys.stderr)
+        self.render(event)
+
+
+_pull_report = _PullReport()
 
 
 def _command_text(args: list[str], trunc: bool) -> str:
@@ -103,6 +157,7 @@ def ps(ctx: click.Context, all_: bool, quiet: bool, no_trunc: bool, fmt: str) ->
     """List containers."""
     from minirun.container.records import Containers
     from minirun.humanize import ago
+    from minirun.network.attach import ports_text
 
     store = store_from(ctx, "ps")
     now = time.time()
@@ -113,7 +168,8 @@ def ps(ctx: click.Context, all_: bool, quiet: bool, no_trunc: bool, fmt: str) ->
         rows.append({
             "ID": rec.id if no_trunc else rec.id[:12], "Image": rec.image,
             "Command": _command_text(rec.args, not no_trunc), "RunningFor": ago(rec.created, now),
-            "Status": rec.status_text(now), "State": rec.effective_status(), "Ports": "",
+            "Status": rec.status_text(now), "State": rec.effective_status(),
+            "Ports": ports_text(store, rec.id) if rec.alive() else "",
             "Names": rec.name,
         })
     if quiet:
@@ -271,6 +327,39 @@ def logs(ctx: click.Context, follow: bool, tail: str, timestamps: bool, containe
 
         for line in log.follow(path, offset, running):
             emit(line)
+
+
+@click.command()
+@click.option("-a", "--all", "all_", is_flag=True, help="Show all containers (default shows just running).")
+@click.option("--no-stream", is_flag=True, help="Print one result and exit.")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
+@click.argument("container", nargs=-1)
+@click.pass_context
+def stats(ctx: click.Context, all_: bool, no_stream: bool, fmt: str, container: tuple[str, ...]) -> None:
+    """Live resource usage of containers: CPU %, memory usage / limit, PIDs (from their cgroups)."""
+    from minirun.container.records import Containers
+    from minirun.container.stats import sample
+
+    containers = Containers(store_from(ctx, "stats"))
+
+    def chosen() -> list[ContainerRecord]:
+        if container:
+            return [containers.get(c) for c in container]
+        return [r for r in containers.all() if all_ or r.alive()]
+
+    first = True
+    while True:
+        rows = sample(chosen(), interval=0.5 if first else 1.0)
+        if fmt == "json":
+            json_lines(rows)
+        else:
+            if not no_stream:
+                click.echo("\x1b[2J\x1b[H", nl=False)  # redraw in place, like docker stats
+            table(["CONTAINER ID", "NAME", "CPU %", "MEM USAGE / LIMIT", "MEM %", "PIDS"],
+                  [[r["ID"], r["Name"], r["CPUPerc"], r["MemUsage"], r["MemPerc"], r["PIDs"]] for r in rows])
+        if no_stream:
+            return
+        first = False
 
 
 @click.command(name="_cleanup", hidden=True)

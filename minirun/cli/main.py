@@ -20,6 +20,14 @@ COMMANDS: dict[str, str] = {
     "run": "minirun.cli.containers:run",
     "ps": "minirun.cli.containers:ps",
     "rm": "minirun.cli.containers:rm",
+    "start": "minirun.cli.containers:start",
+    "stop": "minirun.cli.containers:stop",
+    "restart": "minirun.cli.containers:restart",
+    "kill": "minirun.cli.containers:kill",
+    "wait": "minirun.cli.containers:wait",
+    "logs": "minirun.cli.containers:logs",
+    "stats": "minirun.cli.containers:stats",
+    "exec": "minirun.cli.exec:exec_",
     "diff": "minirun.cli.containers:diff",
     "images": "minirun.cli.images:images",
     "load": "minirun.cli.images:load",
@@ -28,12 +36,19 @@ COMMANDS: dict[str, str] = {
     "tag": "minirun.cli.images:tag",
     "history": "minirun.cli.images:history",
     "inspect": "minirun.cli.inspect:inspect",
+    "network": "minirun.cli.network:network",
+    "port": "minirun.cli.network:port",
+    "_cleanup": "minirun.cli.containers:cleanup",
+    "pull": "minirun.cli.registry:pull",
+    "push": "minirun.cli.registry:push",
+    "login": "minirun.cli.registry:login",
+    "logout": "minirun.cli.registry:logout",
 }
 
 
 class LazyGroup(click.Group):
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return list(COMMANDS)
+        return [c for c in COMMANDS if not c.startswith("_")]
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         target = COMMANDS.get(cmd_name)

@@ -36,6 +36,7 @@ def container_inspect(containers: Containers, rec: ContainerRecord) -> dict[str,
             "Pid": rec.pid if status == "running" else 0,
             "ExitCode": rec.exit_code if status == "exited" and rec.status == "exited" else (
                 255 if status == "exited" else 0),
+            "OOMKilled": rec.oom_killed,
             "StartedAt": _iso(rec.started_at), "FinishedAt": _iso(rec.finished_at),
         },
         "Image": rec.image_id,
@@ -63,7 +64,10 @@ def container_inspect(containers: Containers, rec: ContainerRecord) -> dict[str,
             "SecurityOpt": ["no-new-privileges"] if opts.get("no_new_privileges") else [],
             "AutoRemove": rec.auto_remove,
             "NoPivotRoot": rec.no_pivot,
+            "Init": bool(opts.get("init")),
+            **_resources(rec),
         },
+        "NetworkSettings": _network_settings(containers, rec, status == "running"),
         "GraphDriver": {
             "Name": "overlay",
             "Data": {"LowerDir": ":".join([str(cdir / "init"), *rec.lowerdirs]), "UpperDir": upper,
@@ -77,3 +81,27 @@ def container_inspect(containers: Containers, rec: ContainerRecord) -> dict[str,
         + [{"DiffID": None, "Dir": str(cdir / "init"), "Mode": "ro", "Init": True},
            {"DiffID": None, "Dir": upper, "Mode": "rw"}],
     }
+
+
+def _resources(rec: ContainerRecord) -> dict[str, Any]:
+    """Docker's HostConfig names for the limits, as applied (0 = unset)."""
+    res = rec.extra.get("resources") or {}
+    quota, period = res.get("cpu_quota"), res.get("cpu_period") or 100_000
+    return {
+        "Memory": res.get("memory") or 0,
+        "MemorySwap": res.get("memory_swap") or 0,
+        "NanoCpus": int(quota * 1e9 / period) if quota else 0,
+        "CpuQuota": quota or 0,
+        "CpuPeriod": period if quota else 0,
+        "CpuShares": res.get("cpu_shares") or 0,
+        "PidsLimit": res.get("pids_limit") or 0,
+    }
+
+
+def _network_settings(containers: Containers, rec: ContainerRecord, running: bool) -> dict[str, Any]:
+    """Docker's NetworkSettings: the live endpoint's address, MAC and published ports
+    (empty once the container stopped, as in Docker)."""
+    from minirun.network.attach import settings
+
+    request = rec.extra.get("network") or {"mode": "none"}
+    return settings(containers.store, rec.id, request, running)

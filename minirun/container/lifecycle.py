@@ -14,41 +14,21 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Sequence
-from dataclasses import asdict
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from minirun.container.records import ContainerRecord, Containers, process_start_time
+from minirun.container.resources import parse_resources
 from minirun.container.spec import RunOptions, build_spec
 from minirun.container.users import resolve_user
-from minirun.errors import ContainerError
-from minirun.image.store import Store
+from minirun.errors import ContainerError, ImageNotFound
+from minirun.image.store import ImageRecord, Store
+from minirun.runtime import SECCOMP_CACHE_ANNOTATION
 
 if TYPE_CHECKING:
     from minirun.runtime import OverlayRootfs
-
-HOSTS = """127.0.0.1\tlocalhost
-::1\tlocalhost ip6-localhost ip6-loopback
-fe00::0\tip6-localnet
-ff00::0\tip6-mcastprefix
-ff02::1\tip6-allnodes
-ff02::2\tip6-allrouters
-"""
-
-
-def resolv_conf(host_text: str) -> str:
-    """The host's resolv.conf without loopback nameservers (a stub resolver such as
-    127.0.0.53 is unreachable from the container's own network namespace)."""
-    lines = []
-    for line in host_text.splitlines():
-        words = line.split()
-        if len(words) >= 2 and words[0] == "nameserver" and (
-                words[1].startswith("127.") or words[1] == "::1"):
-            continue
-        lines.append(line)
-    return "\n".join(lines) + "\n"
-
 
 # Mount points every container needs. They live in a small read-only "init" layer
 # between the image and the container layer (Docker does the same), so the container
@@ -70,12 +50,32 @@ def stack(containers: Containers, rec: ContainerRecord) -> list[str]:
     return [str(containers.dir(rec.id) / "init"), *rec.lowerdirs]
 
 
-def create(store: Store, image: str, opts: RunOptions) -> ContainerRecord:
+def image_for(store: Store, image: str, opts: RunOptions, report: Callable[[Any], None] | None = None
+              ) -> ImageRecord:
+    """The image to run, pulled as ``--pull`` says. The registry code is imported only
+    when a pull happens, so running a stored image never pays for it."""
+    if opts.pull == "missing":
+        try:
+            return store.resolve(image)
+        except ImageNotFound:
+            pass
+    elif opts.pull == "never":
+        return store.resolve(image)
+    from minirun.image.pull import ensure_image
+
+    return ensure_image(store, image, opts.pull, report or (lambda _event: None), platform=opts.platform)
+
+
+def create(store: Store, image: str, opts: RunOptions,
+           report: Callable[[Any], None] | None = None) -> ContainerRecord:
     """Prepare everything in a fresh container dir, then register the record once."""
-    img = store.resolve(image)
+    img = image_for(store, image, opts, report)
     image_cfg = json.loads(store.read_blob(img.id)).get("config") or {}
     lowerdirs = [str(store.links / layer.link) for layer in reversed(img.layers)]
     user = resolve_user(opts.user or image_cfg.get("User") or None, lowerdirs)
+    resources = parse_resources(opts.memory, opts.memory_swap, opts.cpus, opts.cpu_shares, opts.pids_limit)
+    if opts.privileged:
+        resources = replace(resources, all_devices=True)
     containers = Containers(store)
     cid = containers.new_id()
     try:
@@ -85,14 +85,20 @@ def create(store: Store, image: str, opts: RunOptions) -> ContainerRecord:
         make_init_layer(cdir / "init")
         hostname = opts.hostname or cid[:12]
         (cdir / "hostname").write_text(hostname + "\n")
-        (cdir / "hosts").write_text(HOSTS)
-        try:
-            host_resolv = Path("/etc/resolv.conf").read_text()
-        except OSError:
-            host_resolv = ""
-        (cdir / "resolv.conf").write_text(resolv_conf(host_resolv))
+        # networking: /etc/hosts, /etc/resolv.conf; on a bridge the address and host ports
+        # (a taken port fails here, before the container exists)
+        from minirun.network import attach as net
+
+        network = net.prepare(
+            store, cid, mode=opts.network, hostname=hostname, name=opts.name,
+            publish=opts.publish, publish_all=opts.publish_all, dns_servers=opts.dns,
+            add_hosts=opts.add_hosts, image_cfg=image_cfg, hosts_path=cdir / "hosts",
+            resolv_path=cdir / "resolv.conf")
         etc = {f"/etc/{n}": str(cdir / n) for n in ("hostname", "hosts", "resolv.conf")}
         spec = build_spec(image_cfg, opts, user, hostname, etc, _helper_binary("minirun-init"))
+        # compiled seccomp programs are cached in the store: the next container with the
+        # same profile and capabilities loads one in ~0.4 ms instead of ~20 ms
+        spec["annotations"] = {SECCOMP_CACHE_ANNOTATION: str(store.root / "cache" / "seccomp")}
         (cdir / "config.json").write_text(json.dumps(spec))
         rec = ContainerRecord(
             # what ps shows: the user's command, not --init's wrapper around it
@@ -100,9 +106,14 @@ def create(store: Store, image: str, opts: RunOptions) -> ContainerRecord:
             created=time.time(), lowerdirs=lowerdirs,
             diff_ids=[layer.diff_id for layer in reversed(img.layers)],
             auto_remove=opts.remove, no_pivot=opts.chroot,
-            extra={"options": asdict(opts), "stop_signal": image_cfg.get("StopSignal")})
+            extra={"options": asdict(opts), "stop_signal": image_cfg.get("StopSignal"),
+                   "resources": asdict(resources),
+                   "network": network})
         containers.register(rec, opts.name)
     except BaseException:
+        from minirun.network import attach as net
+
+        net.release(store, cid)  # what prepare allocated, if it got that far
         containers.discard(cid)
         raise
     return rec
@@ -130,6 +141,17 @@ def _mark_started(containers: Containers, rec: ContainerRecord, pid: int, **extr
     containers.save(rec)
 
 
+def _cgroup(rec: ContainerRecord) -> list[str]:
+    """Create (or reuse) the container's cgroup with its limits; the cgroup.procs files
+    its init writes itself into. Kept after exit (for OOMKilled and stats) until rm."""
+    from minirun.container.resources import Resources
+    from minirun.runtime import cgroups
+
+    cg = cgroups.Cgroup.create(rec.id, Resources(**rec.extra.get("resources", {})))
+    rec.extra["cgroup"] = True
+    return cg.procs_files
+
+
 def start(store: Store, rec: ContainerRecord, stdin_open: bool) -> int:
     """Run the container to its end in the foreground; returns Docker's exit status."""
     from minirun import runtime
@@ -142,13 +164,15 @@ def start(store: Store, rec: ContainerRecord, stdin_open: bool) -> int:
     def started(pid: int) -> None:
         _mark_started(containers, rec, pid, shim=None)
 
+    procs = _cgroup(rec)
     devnull = None
     if not stdin_open:  # without -i the container reads EOF, with or without a tty
         devnull = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
     code = 125
     try:
-        code = runtime.run(spec, rootfs, no_pivot=rec.no_pivot,
-                           stdio=runtime.Stdio(stdin=devnull), on_start=started)
+        code = runtime.run(spec, rootfs, no_pivot=rec.no_pivot, cgroup_procs=procs,
+                           stdio=runtime.Stdio(stdin=devnull), on_start=started,
+                           prestart=_network_hook(store, rec))
     finally:
         if devnull is not None:
             os.close(devnull)
@@ -169,6 +193,7 @@ def finish(store: Store, rec: ContainerRecord, code: int | None, pid: int | None
         code, finished = containers.read_exit(rec.id) or (137, finished)
     rec.status, rec.exit_code, rec.finished_at, rec.pid = "exited", code, finished, 0
     rec.extra.update(containers._oom(rec))
+    _release_network(store, rec)
     if rec.auto_remove:
         remove(store, rec, force=True)
     elif containers.dir(rec.id).is_dir():
@@ -200,12 +225,13 @@ def start_detached(store: Store, rec: ContainerRecord) -> int | None:
         raise ContainerError(f"container {rec.name} is already running")
     shim = shim_binary()
     spec, rootfs = _runtime_inputs(containers, rec)
+    procs = _cgroup(rec)
     log = containers.log_file(rec.id)
     status_r, status_w = os.pipe2(os.O_CLOEXEC)
     pid = os.fork()
     if pid == 0:  # pragma: no cover - the monitor: reports through status_w, never returns
         os.close(status_r)
-        _monitor(store, rec, spec, rootfs, shim, str(log), status_w)
+        _monitor(store, rec, spec, rootfs, shim, str(log), status_w, procs)
     os.close(status_w)
     with os.fdopen(status_r, "rb") as f:
         report = f.read().decode(errors="replace")
@@ -219,7 +245,7 @@ def start_detached(store: Store, rec: ContainerRecord) -> int | None:
 
 
 def _monitor(store: Store, rec: ContainerRecord, spec: dict[str, Any], rootfs: OverlayRootfs,
-             shim: str, log: str, status_w: int) -> None:
+             shim: str, log: str, status_w: int, procs: list[str]) -> None:
     """The forked monitor: start, report, become the shim. Never returns."""
     from minirun import runtime
 
@@ -231,8 +257,9 @@ def _monitor(store: Store, rec: ContainerRecord, spec: dict[str, Any], rootfs: O
         os.close(null)
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
-        started = runtime.start(spec, rootfs, no_pivot=rec.no_pivot,
-                                stdio=runtime.Stdio(stdin=0, stdout=out_w, stderr=err_w))
+        started = runtime.start(spec, rootfs, no_pivot=rec.no_pivot, cgroup_procs=procs,
+                                stdio=runtime.Stdio(stdin=0, stdout=out_w, stderr=err_w),
+                                prestart=_network_hook(store, rec))
         os.close(out_w)
         os.close(err_w)
         containers = Containers(store)
@@ -262,10 +289,11 @@ def _monitor(store: Store, rec: ContainerRecord, spec: dict[str, Any], rootfs: O
         os._exit(125)
 
 
-def run(store: Store, image: str, opts: RunOptions) -> int:
+def run(store: Store, image: str, opts: RunOptions, report: Callable[[Any], None] | None = None) -> int:
     """``minirun run``: create, start, wait; with --rm, remove the container after.
-    With -d the container runs on in the background; this prints nothing and returns 0."""
-    rec = create(store, image, opts)
+    With -d the container runs on in the background; this prints nothing and returns 0.
+    ``report`` gets the progress of a pull, if ``--pull`` makes one."""
+    rec = create(store, image, opts, report)
     if opts.detach:
         code = start_detached(store, rec)
         return 0 if code is None else code
@@ -285,9 +313,29 @@ def remove(store: Store, rec: ContainerRecord, force: bool = False) -> None:
     containers.discard(rec.id)
 
 
+def _network_hook(store: Store, rec: ContainerRecord) -> Any:
+    """The runtime's prestart hook that plugs a bridge-networked container in (veth, eth0,
+    port proxy); None for --network none/host, which then never import pyroute2."""
+    from minirun.network import attach as net
+
+    if not net.uses_bridge((rec.extra.get("network") or {}).get("mode", "none")):
+        return None
+    return net.hook(store, rec.id)
+
+
+def _release_network(store: Store, rec: ContainerRecord) -> None:
+    """Give back the container's address, ports and proxy once its process is gone
+    (a newer run of it, after a restart, keeps its own)."""
+    from minirun.network import attach as net
+
+    if net.uses_bridge((rec.extra.get("network") or {}).get("mode", "none")):
+        net.release(store, rec.id, only_dead=True)
+
+
 def release(store: Store, rec: ContainerRecord) -> None:
     """Give back what a container holds besides its dir: its cgroup (and, with networking,
     its address). Idempotent."""
+    _release_network(store, rec)
     if rec.extra.get("cgroup"):
         from minirun.runtime import cgroups
 

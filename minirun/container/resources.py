@@ -53,6 +53,7 @@ class Resources:
     cpu_period: int = CPU_PERIOD
     cpu_shares: int | None = None
     pids_limit: int | None = None  # -1 or 0 = unlimited (Docker)
+    all_devices: bool = False  # --privileged: the device cgroup allows every device
 
     @property
     def cpus(self) -> float | None:

@@ -9,6 +9,7 @@ User/WorkingDir.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -66,6 +67,32 @@ class RunOptions:
     remove: bool = False
     detach: bool = False
     init: bool = False  # a minimal init as PID 1 (minirun-init, bind-mounted at /dev/init)
+    network: str = "bridge"  # none | host | bridge | a network's name
+    publish: list[str] = field(default_factory=list)  # -p [IP:][HOSTPORT:]CTRPORT[/PROTO]
+    publish_all: bool = False  # -P: every ExposedPorts of the image, on random host ports
+    dns: list[str] = field(default_factory=list)  # --dns servers (replace the host's)
+    add_hosts: list[str] = field(default_factory=list)  # --add-host HOST:IP
+    pull: str = "missing"  # --pull missing|always|never
+    platform: str | None = None  # --platform for that pull
+    privileged: bool = False  # all capabilities and host devices, no seccomp, no masked paths
+    seccomp: str | None = None  # --security-opt seccomp=PROFILE.json | unconfined
+    memory: str | None = None  # --memory and friends, as given; parsed by container.resources
+    memory_swap: str | None = None
+    cpus: str | None = None
+    cpu_shares: int | None = None
+    pids_limit: int | None = None
+
+
+def host_capabilities() -> list[str]:
+    """"All capabilities" means all that minirun itself may pass on: its bounding set (a
+    sandboxed root may lack some; asking for those makes capset fail). ALL_CAPS is in the
+    kernel's numbering, so bit i of CapBnd is ALL_CAPS[i]."""
+    try:
+        with open("/proc/self/status") as f:
+            bnd = next(int(line.split()[1], 16) for line in f if line.startswith("CapBnd:"))
+    except (OSError, StopIteration, ValueError):
+        return list(ALL_CAPS)
+    return [c for i, c in enumerate(ALL_CAPS) if bnd >> i & 1]
 
 
 def cap_name(text: str) -> str:
@@ -88,7 +115,7 @@ def capabilities(add: list[str], drop: list[str]) -> list[str]:
     if "ALL" in drops:
         caps = []
     if "ALL" in adds:
-        caps = list(ALL_CAPS)
+        caps = host_capabilities()
     for c in adds:
         if c != "ALL" and c not in caps:
             caps.append(c)
@@ -185,6 +212,9 @@ def default_mounts() -> list[dict[str, Any]]:
          "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]},
         {"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"]},
         {"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]},
+        # the container's own cgroup (its cgroup namespace's root), read-only, as Docker
+        {"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup",
+         "options": ["nosuid", "noexec", "nodev", "relatime", "ro"]},
     ]
 
 
@@ -210,8 +240,12 @@ def build_spec(image_cfg: dict[str, Any], opts: RunOptions, user: User, hostname
     env = merge_env(env, opts.env)
     if not any(e.startswith("HOME=") for e in env):
         env.append(f"HOME={user.home}")
-    caps = capabilities(opts.cap_add, opts.cap_drop)
+    caps = host_capabilities() if opts.privileged else capabilities(opts.cap_add, opts.cap_drop)
     mounts = default_mounts()
+    if opts.privileged:  # /sys (and its cgroup mount) read-write, as Docker's --privileged
+        for m in mounts:
+            if m["destination"].startswith("/sys"):
+                m["options"] = [o for o in m["options"] if o != "ro"]
     mounts += [{"destination": dst, "type": "bind", "source": src, "options": ["rbind", "rprivate", "rw"]}
                for dst, src in etc_files.items()]
     mounts += [parse_tmpfs(t) for t in opts.tmpfs]
@@ -245,8 +279,42 @@ def build_spec(image_cfg: dict[str, Any], opts: RunOptions, user: User, hostname
         "hostname": hostname,
         "mounts": mounts,
         "linux": {
-            "namespaces": [{"type": t} for t in ("pid", "network", "ipc", "uts", "mount", "cgroup")],
-            "maskedPaths": list(MASKED_PATHS),
-            "readonlyPaths": list(READONLY_PATHS),
+            # --network host: no network namespace, the host's own network
+            "namespaces": [{"type": t} for t in ("pid", "network", "ipc", "uts", "mount", "cgroup")
+                           if t != "network" or opts.network != "host"],
+            "maskedPaths": [] if opts.privileged else list(MASKED_PATHS),
+            "readonlyPaths": [] if opts.privileged else list(READONLY_PATHS),
+            **({"devices": host_devices()} if opts.privileged else {}),
+            **({"seccomp": sc} if (sc := seccomp_for(opts, caps)) else {}),
         },
     }
+
+
+def seccomp_for(opts: RunOptions, caps: list[str]) -> dict[str, Any] | None:
+    """``linux.seccomp``: Docker's default profile unless --privileged or
+    seccomp=unconfined; a profile file with seccomp=PATH."""
+    from minirun.container.seccomp_profile import oci_for
+
+    return oci_for(opts.seccomp, caps, privileged=opts.privileged)
+
+
+def host_devices() -> list[dict[str, Any]]:
+    """--privileged: every char and block device of the host's /dev, as Docker gives."""
+    import stat
+
+    out = []
+    for dirpath, dirnames, filenames in os.walk("/dev"):
+        dirnames[:] = [d for d in dirnames if d not in ("pts", "shm", "mqueue")]
+        for name in filenames:
+            path = os.path.join(dirpath, name)
+            try:
+                st = os.lstat(path)
+            except OSError:
+                continue
+            if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode):
+                if path in ("/dev/console", "/dev/ptmx", "/dev/tty"):
+                    continue  # the container gets its own
+                out.append({"path": path, "type": "c" if stat.S_ISCHR(st.st_mode) else "b",
+                            "major": os.major(st.st_rdev), "minor": os.minor(st.st_rdev),
+                            "fileMode": stat.S_IMODE(st.st_mode), "uid": st.st_uid, "gid": st.st_gid})
+    return out

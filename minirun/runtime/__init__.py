@@ -12,7 +12,11 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from minirun.runtime.process import Started
 
-__all__ = ["OverlayRootfs", "Stdio", "run", "start"]
+__all__ = ["OverlayRootfs", "Stdio", "run", "start", "SECCOMP_CACHE_ANNOTATION"]
+
+# Where compiled seccomp programs are cached (a store dir): an OCI annotation, the spec's
+# place for what one runtime understands and others ignore.
+SECCOMP_CACHE_ANNOTATION = "org.minirun.seccomp.cache"
 
 
 @dataclass(frozen=True)

@@ -367,7 +367,9 @@ class Cgroup:
             limit = str(res.pids_limit) if res.pids_limit > 0 else "max"
             _write(self._need("pids", "pids.max"), limit)
         deny = self._file("devices", "devices.deny")
-        if deny is not None:
+        if deny is not None and res.all_devices:  # --privileged: a fresh cgroup allows all
+            _write(f"{os.path.dirname(deny)}/devices.allow", "a")
+        elif deny is not None:
             # Before any process joins: deny everything, then open the allow-list.
             _write(deny, "a")
             allow = f"{os.path.dirname(deny)}/devices.allow"

@@ -28,7 +28,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from minirun.errors import KernelUnsupported, RuntimeFailure
-from minirun.runtime import linux, mounts, security
+from minirun.runtime import SECCOMP_CACHE_ANNOTATION, linux, mounts, security
 
 if TYPE_CHECKING:
     import socket
@@ -59,7 +59,7 @@ class _Plan:
         "args", "env", "cwd", "user", "caps", "rlimits", "no_new_privs", "terminal",
         "console_size", "hostname", "ns_flags", "new_pid_ns", "overlay_opts", "overlay_chdir",
         "target", "mounts", "devices", "masked", "readonly_paths", "readonly_root", "no_pivot",
-        "cgroup_procs",
+        "cgroup_procs", "seccomp",
     )  # fmt: skip
 
     args: list[str]
@@ -84,6 +84,7 @@ class _Plan:
     readonly_root: bool
     no_pivot: bool
     cgroup_procs: list[str]  # cgroup.procs files the child joins before its cgroup namespace
+    seccomp: Any  # a compiled seccomp.Filter, or None (unconfined)
 
 
 def _plan(spec: dict[str, Any], rootfs: OverlayRootfs, no_pivot: bool) -> _Plan:
@@ -134,7 +135,16 @@ def _plan(spec: dict[str, Any], rootfs: OverlayRootfs, no_pivot: bool) -> _Plan:
     p.readonly_root = bool(root.get("readonly"))
     p.no_pivot = no_pivot
     p.cgroup_procs = []
+    p.seccomp = None
+    if linux_.get("seccomp"):
+        # compiled here, in the parent: every error is a clean exception, and the child
+        # only has one syscall left to make (it cannot import anything after pivot_root)
+        from minirun.runtime import seccomp
+
+        cache = (spec.get("annotations") or {}).get(SECCOMP_CACHE_ANNOTATION)
+        p.seccomp = seccomp.compile_filter(linux_["seccomp"], cache_dir=cache)
     return p
+
 
 
 def _high_cloexec(fd: int) -> int:
@@ -488,6 +498,14 @@ def _child(
         # unreachable path; glibc's getcwd fails with ENOENT for it.
         if not os.getcwd().startswith("/"):
             raise RuntimeFailure(f"cwd {plan.cwd!r} is outside the container root")
+        if plan.seccomp is not None and not plan.no_new_privs:
+            # Without no_new_privs, installing a filter needs CAP_SYS_ADMIN: load it now,
+            # before the capability drop and setuid (runc's order). What follows (setgroups,
+            # setres*id, capset, prctl, rt_sig*, execve) is allowed by the default profile.
+            step = "seccomp"
+            from minirun.runtime import seccomp
+
+            seccomp.load(plan.seccomp)
         step = "user and capabilities"
         security.apply_user_and_caps(plan.user, plan.caps)
         if plan.no_new_privs:
@@ -501,6 +519,13 @@ def _child(
         for sig in (signal.SIGPIPE, signal.SIGXFSZ, *FORWARDED_SIGNALS):
             signal.signal(sig, signal.SIG_DFL)
         signal.pthread_sigmask(signal.SIG_SETMASK, ())
+        if plan.seccomp is not None and plan.no_new_privs:
+            # with no_new_privs no privilege is needed: load as late as possible, so the
+            # runtime's own setup is not subject to the container's profile
+            step = "seccomp"
+            from minirun.runtime import seccomp
+
+            seccomp.load(plan.seccomp)
     except BaseException as e:
         _report_setup_failure(w, step, e)
         os._exit(1)

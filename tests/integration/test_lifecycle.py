@@ -328,3 +328,75 @@ def test_fifty_concurrent_detached_runs(cli: Cli, root: Path) -> None:
     assert set(os.listdir(root / "containers")) == before
     assert _mounts() == mounts
     wait_for(lambda: not shim_pids())
+
+
+# -- resources (cgroups) ---------------------------------------------------------------------
+
+
+def _cgroup_file(cid: str, v1: str, v2: str) -> Path:
+    from minirun.runtime import cgroups
+
+    if cgroups.version() == 2:
+        return Path("/sys/fs/cgroup/minirun") / cid / v2
+    controller, _, name = v1.partition("/")
+    return Path("/sys/fs/cgroup") / controller / "minirun" / cid / name
+
+
+def test_oom_kill_is_reported(cli: Cli) -> None:
+    r = cli("run", "--name", "oom", "--memory", "32m", "busybox", "sh", "-c",
+            'x=$(head -c 200000000 /dev/zero | tr "\\0" a); echo survived')
+    try:
+        assert r.returncode == 137 and "survived" not in r.stdout
+        info = inspect(cli, "oom")
+        assert info["State"]["OOMKilled"] is True and info["State"]["ExitCode"] == 137
+        assert info["HostConfig"]["Memory"] == 32 << 20
+    finally:
+        cli("rm", "oom")
+    ok = inspect_after(cli, "nooom", "--memory", "64m")
+    assert ok["State"]["OOMKilled"] is False
+
+
+def inspect_after(cli: Cli, name: str, *opts: str) -> dict:
+    assert cli("run", "--name", name, *opts, "busybox", "true").returncode == 0
+    try:
+        return inspect(cli, name)
+    finally:
+        cli("rm", name)
+
+
+def test_pids_limit_stops_a_fork_loop(cli: Cli) -> None:
+    # Bounded: at most 60 forks; with --pids-limit 20 the shell (1) plus 19 sleeps fill it,
+    # the next fork fails and the shell gives up.
+    script = "i=0; while [ $i -lt 60 ]; do sleep 30 & i=$((i+1)); echo $i; done"
+    r = cli("run", "--rm", "--pids-limit", "20", "busybox", "sh", "-c", script, timeout=60)
+    assert r.returncode != 0 and "fork" in r.stderr
+    assert int(r.stdout.split()[-1]) == 19
+
+
+def test_cpus_sets_the_quota_and_stats_reads_it_back(cli: Cli) -> None:
+    cid = detach(cli, "cpu", "sh", "-c", "while true; do :; done", opts=("--cpus", "0.5", "--memory", "64m"))
+    try:
+        from minirun.runtime import cgroups
+
+        if cgroups.version() == 2:
+            assert _cgroup_file(cid, "", "cpu.max").read_text().split() == ["50000", "100000"]
+        else:
+            assert _cgroup_file(cid, "cpu/cpu.cfs_quota_us", "").read_text().strip() == "50000"
+            assert _cgroup_file(cid, "cpu/cpu.cfs_period_us", "").read_text().strip() == "100000"
+        r = cli("stats", "--no-stream", "cpu")
+        header, row = r.stdout.splitlines()[:2]
+        assert header.split()[:4] == ["CONTAINER", "ID", "NAME", "CPU"]
+        cpu = float(row.split()[2].rstrip("%"))
+        assert 20 < cpu < 70  # about half a CPU
+        assert "/ 64MiB" in row
+        assert inspect(cli, "cpu")["HostConfig"]["NanoCpus"] == 500_000_000
+    finally:
+        cli("rm", "-f", "cpu")
+    assert not _cgroup_file(cid, "memory/", "").exists()  # the cgroup went with rm
+
+
+def test_bad_resource_flags_are_clear_errors(cli: Cli) -> None:
+    r = cli("run", "--rm", "--memory", "1k", "busybox", "true")
+    assert r.returncode == 125 and "Minimum memory limit" in r.stderr
+    r = cli("run", "--rm", "--cpus", "lots", "busybox", "true")
+    assert r.returncode == 125 and "Traceback" not in r.stderr

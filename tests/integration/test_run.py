@@ -128,7 +128,7 @@ def test_command_not_found_and_not_executable(cli: Cli) -> None:
 
 
 def test_minirun_failure_is_125_with_one_line(cli: Cli) -> None:
-    r = cli("run", "--rm", "nosuchimage")
+    r = cli("run", "--rm", "--pull", "never", "nosuchimage")  # never: no registry is asked
     assert r.returncode == 125
     assert r.stderr.startswith("Error:") and "nosuchimage" in r.stderr
     assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1

@@ -1,0 +1,144 @@
+"""Network verbs: ``network create|ls|inspect|rm|prune`` and ``port``."""
+
+from __future__ import annotations
+
+import click
+
+from minirun.cli.main import store_from
+from minirun.cli.output import json_doc, json_lines, table
+from minirun.errors import MinirunError, UsageError
+
+
+@click.group()
+def network() -> None:
+    """Manage networks (bridges with their own subnet; containers on one reach each
+    other by name, containers on different ones cannot reach each other)."""
+
+
+@network.command("create")
+@click.option("--subnet", help="Subnet in CIDR format (default: the first free 10.89.N.0/24).")
+@click.option("--gateway", help="The bridge's address (default: the subnet's first).")
+@click.option("-d", "--driver", default="bridge", show_default=True, help="Only bridge is supported.")
+@click.option("-o", "--opt", multiple=True,
+              help="Driver options; com.docker.network.bridge.name=NAME names the bridge.")
+@click.argument("name")
+@click.pass_context
+def create(ctx: click.Context, subnet: str | None, gateway: str | None, driver: str,
+           opt: tuple[str, ...], name: str) -> None:
+    """Create a network; prints its ID."""
+    from minirun.network.attach import create_network
+    from minirun.network.config import BRIDGE_OPT
+
+    if driver != "bridge":
+        raise UsageError(f"unsupported network driver {driver!r} (only bridge)")
+    bridge = None
+    for o in opt:
+        key, _, value = o.partition("=")
+        if key != BRIDGE_OPT or not value:
+            raise UsageError(f"unsupported network option {o!r} (supported: {BRIDGE_OPT}=NAME)")
+        bridge = value
+    net = create_network(store_from(ctx, "network create"), name, subnet=subnet, bridge=bridge,
+                         gateway=gateway)
+    click.echo(net.id)
+
+
+@network.command("ls")
+@click.option("-q", "--quiet", is_flag=True, help="Only display network IDs.")
+@click.option("--no-trunc", is_flag=True, help="Don't truncate the output.")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
+@click.pass_context
+def ls(ctx: click.Context, quiet: bool, no_trunc: bool, fmt: str) -> None:
+    """List networks (host and none are always there, as in Docker)."""
+    from minirun.network.attach import reconcile
+    from minirun.network.config import Networks
+
+    store = store_from(ctx, "network ls")
+    reconcile(store, full=True)
+    rows = [{"ID": n.id if no_trunc else n.id[:12], "Name": n.name, "Driver": "bridge",
+             "Scope": "local", "Subnet": n.subnet, "Bridge": n.bridge}
+            for n in Networks(store).all()]
+    rows += [{"ID": "-", "Name": m, "Driver": d, "Scope": "local", "Subnet": "", "Bridge": ""}
+             for m, d in (("host", "host"), ("none", "null"))]
+    if quiet:
+        for r in rows:
+            if r["ID"] != "-":
+                click.echo(r["ID"])
+    elif fmt == "json":
+        json_lines(rows)
+    else:
+        table(["NETWORK ID", "NAME", "DRIVER", "SCOPE", "SUBNET"],
+              [[r["ID"], r["Name"], r["Driver"], r["Scope"], r["Subnet"]] for r in rows])
+
+
+@network.command("inspect")
+@click.argument("name", nargs=-1, required=True)
+@click.pass_context
+def inspect(ctx: click.Context, name: tuple[str, ...]) -> None:
+    """Show networks as JSON (Docker's fields: IPAM, Containers, Options...)."""
+    from minirun.network.attach import network_inspect, reconcile
+    from minirun.network.config import Networks
+
+    store = store_from(ctx, "network inspect")
+    reconcile(store)
+    nets = Networks(store)
+    json_doc([network_inspect(store, nets.lookup(n)) for n in name])
+
+
+@network.command("rm")
+@click.argument("name", nargs=-1, required=True)
+@click.pass_context
+def rm(ctx: click.Context, name: tuple[str, ...]) -> None:
+    """Remove networks (their bridge; the firewall rules with the last one)."""
+    from minirun.network.attach import remove_networks
+
+    store = store_from(ctx, "network rm")
+    failed = 0
+    for n in name:
+        try:
+            remove_networks(store, [n])
+            click.echo(n)
+        except MinirunError as e:
+            click.echo(f"Error: {e}", err=True)
+            failed += 1
+    if failed:
+        ctx.exit(1)
+
+
+@network.command("prune")
+@click.option("-f", "--force", is_flag=True, help="Do not prompt (minirun never does).")
+@click.pass_context
+def prune(ctx: click.Context, force: bool) -> None:
+    """Remove every network no container uses (the default one too: it comes back on use)."""
+    from minirun.network.attach import remove_networks
+
+    removed = remove_networks(store_from(ctx, "network prune"), [], prune=True)
+    if removed:
+        click.echo("Deleted Networks:")
+        for n in removed:
+            click.echo(n)
+
+
+@click.command()
+@click.argument("container")
+@click.argument("private_port", required=False)
+@click.pass_context
+def port(ctx: click.Context, container: str, private_port: str | None) -> None:
+    """List a container's published ports (80/tcp -> 0.0.0.0:8080)."""
+    from minirun.container.records import Containers
+    from minirun.network.attach import endpoint, reconcile
+
+    store = store_from(ctx, "port")
+    rec = Containers(store).get(container)
+    reconcile(store)
+    ep = endpoint(store, rec.id) if rec.alive() else None
+    maps = ep.ports if ep is not None else []
+    if private_port is not None:
+        want = private_port if "/" in private_port else private_port + "/tcp"
+        maps = [pm for pm in maps if pm.key() == want]
+        if not maps:
+            raise MinirunError(f"no public port '{want}' published for {rec.name}")
+        for pm in maps:
+            click.echo(f"{pm.host_ip}:{pm.host_port}")
+        return
+    for pm in maps:
+        click.echo(pm.docker())
