@@ -471,7 +471,8 @@ def exec_in(store: Store, rec: ContainerRecord, command: list[str], *, interacti
     try:
         out = devnull if detach else None
         return _exec(rec.pid, proc, stdio=runtime.Stdio(stdin=devnull, stdout=out, stderr=out),
-                     cgroup_procs=procs, detach=detach)
+                     cgroup_procs=procs, detach=detach, seccomp=spec.get("linux", {}).get("seccomp"),
+                     seccomp_cache=(spec.get("annotations") or {}).get(SECCOMP_CACHE_ANNOTATION))
     finally:
         if devnull is not None:
             os.close(devnull)

@@ -84,10 +84,18 @@ def exec_in(
     stdio: Stdio | None = None,
     cgroup_procs: Sequence[str] = (),
     detach: bool = False,
+    seccomp: dict[str, Any] | None = None,
+    seccomp_cache: str | None = None,
 ) -> int:
-    """Run ``process`` (an OCI process object) in the container whose init is ``pid``.
-    Returns its exit status as Docker reports it (0 at once with ``detach``)."""
+    """Run ``process`` (an OCI process object) in the container whose init is ``pid``,
+    under the container's ``seccomp`` (its spec's linux.seccomp) too. Returns its exit
+    status as Docker reports it (0 at once with ``detach``)."""
     plan = _plan(process)
+    flt = None
+    if seccomp:
+        from minirun.runtime import seccomp as sc
+
+        flt = sc.compile_filter(seccomp, cache_dir=seccomp_cache)
     std = (stdio.stdin, stdio.stdout, stdio.stderr) if stdio is not None else (None, None, None)
     ns_fds: list[tuple[int, int]] = []
     own_pidns = target_pidns = root_fd = -1
@@ -131,7 +139,7 @@ def exec_in(
             linux.setns(target_pidns, linux.NAMESPACE_FLAGS["pid"])
             child = os.fork()
             if child == 0:  # pragma: no cover - never returns
-                _child(plan, std, w, csock, keep, ns_fds, root_fd, list(cgroup_procs))
+                _child(plan, std, w, csock, keep, ns_fds, root_fd, list(cgroup_procs), flt)
         finally:
             linux.setns(own_pidns, linux.NAMESPACE_FLAGS["pid"])
     except BaseException:
@@ -173,6 +181,7 @@ def _child(
     ns_fds: list[tuple[int, int]],
     root_fd: int,
     cgroup_procs: list[str],
+    flt: Any,
 ) -> None:
     step = "start"
     try:
@@ -198,6 +207,11 @@ def _child(
 
             slave = tty.child_open_pty(csock, plan.console_size, console=False)
             tty.child_make_controlling(slave)
+        if flt is not None and not plan.no_new_privs:
+            step = "seccomp"  # before the capability drop: see runtime.process
+            from minirun.runtime import seccomp as sc
+
+            sc.load(flt)
         step = "user and capabilities"
         security.apply_user_and_caps(plan.user, plan.caps)
         if plan.no_new_privs:
@@ -210,6 +224,11 @@ def _child(
         for sig in (signal.SIGPIPE, signal.SIGXFSZ, *FORWARDED_SIGNALS):
             signal.signal(sig, signal.SIG_DFL)
         signal.pthread_sigmask(signal.SIG_SETMASK, ())
+        if flt is not None and plan.no_new_privs:
+            step = "seccomp"
+            from minirun.runtime import seccomp as sc
+
+            sc.load(flt)
     except BaseException as e:
         _report_setup_failure(w, step, e)
         os._exit(1)

@@ -135,3 +135,14 @@ def test_no_new_privileges_with_seccomp(cli: Cli) -> None:
     """With no_new_privs the filter is loaded last; the container still runs and is filtered."""
     got = probe(cli, "--security-opt", "no-new-privileges", calls=("keyctl", "getpid"))
     assert got == {"keyctl": "EPERM", "getpid": "OK"}
+
+
+def test_exec_runs_under_the_containers_seccomp_profile(cli: Cli) -> None:
+    r = cli("run", "-d", "--name", "sx", "--network", "none", "probe", "sleep", "30")
+    assert r.returncode == 0, r.stderr
+    try:
+        out = cli("exec", "sx", "/probe", "keyctl", "getpid").stdout
+        assert dict(line.split("=", 1) for line in out.split()) == {"keyctl": "EPERM", "getpid": "OK"}
+        assert cli("exec", "sx", "grep", "Seccomp:", "/proc/self/status").stdout.split() == ["Seccomp:", "2"]
+    finally:
+        cli("rm", "-f", "sx")
