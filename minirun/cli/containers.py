@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from minirun.cli.main import store_from
-from minirun.cli.output import json_lines, table
+from minirun.cli.output import each, json_lines, table
 from minirun.container.spec import RunOptions, expand_env, parse_env_file
 from minirun.errors import MinirunError
 
@@ -191,17 +191,7 @@ def _each(ctx: click.Context, verb: str, names: tuple[str, ...],
 
     store = store_from(ctx, verb)
     containers = Containers(store)
-    failed = 0
-    for ref in names:
-        try:
-            action(store, containers.get(ref))
-            if echo:
-                click.echo(ref)
-        except MinirunError as e:
-            click.echo(f"Error: {e}", err=True)
-            failed += 1
-    if failed:
-        ctx.exit(1)
+    each(ctx, names, lambda ref: action(store, containers.get(ref)), echo)
 
 
 @click.command()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from minirun.cli.main import store_from
-from minirun.cli.output import json_doc, json_lines, table
+from minirun.cli.output import each, json_doc, json_lines, table
 from minirun.errors import MinirunError, UsageError
 
 
@@ -92,16 +92,7 @@ def rm(ctx: click.Context, name: tuple[str, ...]) -> None:
     from minirun.network.attach import remove_networks
 
     store = store_from(ctx, "network rm")
-    failed = 0
-    for n in name:
-        try:
-            remove_networks(store, [n])
-            click.echo(n)
-        except MinirunError as e:
-            click.echo(f"Error: {e}", err=True)
-            failed += 1
-    if failed:
-        ctx.exit(1)
+    each(ctx, name, lambda n: remove_networks(store, [n]))
 
 
 @network.command("prune")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import click
@@ -23,6 +23,24 @@ def json_lines(objs: Sequence[dict[str, Any]]) -> None:
     """``--format json``: one JSON object per line, as ``docker images --format json``."""
     for o in objs:
         click.echo(json.dumps(o))
+
+
+def each(ctx: click.Context, names: Sequence[str], action: Callable[[str], object], echo: bool = True) -> None:
+    """Docker's way with several names: act on each, print the name given (``echo``),
+    report a failure in one line and go on; exit 1 if any failed."""
+    from minirun.errors import MinirunError
+
+    failed = 0
+    for name in names:
+        try:
+            action(name)
+            if echo:
+                click.echo(name)
+        except MinirunError as e:
+            click.echo(f"Error: {e}", err=True)
+            failed += 1
+    if failed:
+        ctx.exit(1)
 
 
 def json_doc(obj: Any) -> None:

@@ -26,8 +26,8 @@ from minirun.runtime import linux, security
 from minirun.runtime.process import (
     _EXEC_FAILED,
     FORWARDED_SIGNALS,
+    _channels,
     _child_failed,
-    _high_cloexec,
     _report_setup_failure,
     _setup_stdio,
     _supervise,
@@ -121,16 +121,7 @@ def exec_in(
                 os.close(fd)
         raise
 
-    r, w = os.pipe2(os.O_CLOEXEC)
-    r, w = _high_cloexec(r), _high_cloexec(w)
-    psock: socket.socket | None = None
-    csock: socket.socket | None = None
-    if plan.terminal:
-        import socket
-
-        from minirun.runtime import tty  # noqa: F401 - imported here so the child need not
-
-        psock, csock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    r, w, psock, csock = _channels(plan.terminal)
     keep = sorted([w, root_fd, *(fd for fd, _ in ns_fds)]
                   + ([csock.fileno()] if csock is not None else []))
     old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED_SIGNALS)

@@ -147,6 +147,21 @@ def _plan(spec: dict[str, Any], rootfs: OverlayRootfs, no_pivot: bool) -> _Plan:
 
 
 
+def _channels(terminal: bool) -> tuple[int, int, socket.socket | None, socket.socket | None]:
+    """The child→parent sync pipe (EOF = exec happened; a record = what failed), and with a
+    terminal the socketpair the child sends the pty master through."""
+    r, w = os.pipe2(os.O_CLOEXEC)
+    r, w = _high_cloexec(r), _high_cloexec(w)
+    if not terminal:
+        return r, w, None, None
+    import socket
+
+    from minirun.runtime import tty  # noqa: F401 - imported here so the child need not
+
+    psock, csock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    return r, w, psock, csock
+
+
 def _high_cloexec(fd: int) -> int:
     """Move a sync fd to >= 3 so dup2-ing stdio onto 0..2 can never clobber it."""
     if fd >= 3:
@@ -243,16 +258,7 @@ def _launch(
     plan = _plan(spec, rootfs, no_pivot)
     plan.cgroup_procs = list(cgroup_procs)
     std = (stdio.stdin, stdio.stdout, stdio.stderr) if stdio is not None else (None, None, None)
-    r, w = os.pipe2(os.O_CLOEXEC)
-    r, w = _high_cloexec(r), _high_cloexec(w)
-    psock: socket.socket | None = None
-    csock: socket.socket | None = None
-    if plan.terminal:
-        import socket
-
-        from minirun.runtime import tty  # noqa: F401 - imported here so the child need not
-
-        psock, csock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    r, w, psock, csock = _channels(plan.terminal)
     gate: tuple[int, int, int, int] | None = None  # ready (r, w), go (r, w) for prestart
     if prestart is not None:
         rr, rw = os.pipe2(os.O_CLOEXEC)

@@ -24,10 +24,9 @@ import pytest
 from minirun.image import archive
 from minirun.image.store import Store
 from tests.conftest import Cli
+from tests.registry_fixtures import isolated_tool
 
 pytestmark = pytest.mark.root
-
-_ISOLATE = "mount -t tmpfs tmpfs /run && mount -t tmpfs tmpfs /var/lib && exec \"$@\""
 
 Tool = Callable[..., "subprocess.CompletedProcess[str]"]
 
@@ -44,24 +43,9 @@ def tool() -> Iterator[Tool]:
     _need("unshare")
     # podman wants a runroot of at most 50 characters: pytest's tmp_path is longer
     work = Path(tempfile.mkdtemp(prefix="minirun-interop-", dir="/tmp"))
-    (work / "tmp").mkdir(parents=True)
-    (work / "home").mkdir()
-    env = {"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"), "TMPDIR": str(work / "tmp"),
-           "HOME": str(work / "home"), "LANG": "C.UTF-8"}
 
     def run(name: str, *args: str) -> subprocess.CompletedProcess[str]:
-        if name == "skopeo":
-            cmd = ["skopeo", "--insecure-policy", *args]
-        elif name == "podman":
-            cmd = ["podman", "--root", str(work / "root"), "--runroot", str(work / "run"),
-                   "--tmpdir", str(work / "ptmp"), "--storage-driver", "vfs",
-                   "--events-backend", "none", "--cgroup-manager", "cgroupfs", *args]
-        else:
-            raise ValueError(name)
-        res = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", _ISOLATE,
-                              "sh", *cmd], capture_output=True, text=True, env=env, timeout=120)
-        assert res.returncode == 0, f"{' '.join(cmd)} failed:\n{res.stdout}\n{res.stderr}"
-        return res
+        return isolated_tool(work, name, *args)
 
     yield run
     leftover = _procs_mentioning(str(work))
