@@ -13,12 +13,12 @@ run history busybox-edit
 
 say "A container: the image's layers, read-only, under its own thin writable layer."
 "$M" rm -f demo >/dev/null 2>&1 || true
-run run --name demo busybox sh -c 'echo hello from $(hostname); echo x > /etc/motd; rm /bin/ls; mkdir /data'
+run run --name demo --network none busybox sh -c 'echo hello from $(hostname); echo x > /etc/motd; rm /bin/ls; mkdir /data'
 say "What the container changed, read straight from its writable layer (the overlay upperdir):"
 run diff demo
 say "The layer stack: each image layer dir is \"ro\" (shared), the container layer \"rw\":"
 "$M" inspect demo | sed -n '/"Layers"/,/^        }$/p' | grep -E '"(Dir|Mode)"' | paste - - | sed 's/  */ /g'
 say "The image is untouched: a second container of it still has /bin/ls."
-run run --rm busybox sh -c 'ls -l /bin/ls'
+run run --rm --network none busybox sh -c 'ls -l /bin/ls'
 run ps -a
 run rm demo
