@@ -10,9 +10,11 @@ IMAGES    := images/out
 PYTHON     = $(shell for p in /usr/bin/python3.13 /usr/bin/python3.12 /usr/bin/python3.11 /usr/bin/python3 python3; do \
                if command -v $$p >/dev/null && $$p -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; \
                then command -v $$p; break; fi; done)
+# nftables: bridge networking's masquerade and isolation rules (podman only suggests a
+# firewall, so a --no-install-recommends install would not bring one).
 APT_PKGS  := python3 python3-venv python3-dev gcc make libcap-dev busybox-static zstd \
              iproute2 util-linux procps docker-registry skopeo podman runc debootstrap \
-             libseccomp2 libc6-dev
+             libseccomp2 libc6-dev nftables kmod
 PYTEST_ARGS ?=
 
 .PHONY: deps install images demo test lint bench clean
