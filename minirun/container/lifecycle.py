@@ -162,7 +162,9 @@ def start(store: Store, rec: ContainerRecord, stdin_open: bool) -> int:
     spec, rootfs = _runtime_inputs(containers, rec)
 
     def started(pid: int) -> None:
-        _mark_started(containers, rec, pid, shim=None)
+        # this minirun is the container's supervisor: while it lives, readers wait for
+        # it to record the exit status instead of guessing one
+        _mark_started(containers, rec, pid, shim=[os.getpid(), process_start_time(os.getpid())])
 
     procs = _cgroup(rec)
     devnull = None
@@ -186,8 +188,8 @@ def finish(store: Store, rec: ContainerRecord, code: int | None, pid: int | None
     ``pid``: the process that ended; if the record names another, a newer run of the
     container (``restart``) owns it now and there is nothing to do."""
     containers = Containers(store)
-    if pid is not None and rec.pid != pid:
-        return
+    if pid is not None and (rec.extra.get("shim") or [None])[0] != os.getpid():
+        return  # not the supervisor of the current run: a restart has replaced it
     finished = time.time()
     if code is None:
         code, finished = containers.read_exit(rec.id) or (137, finished)
@@ -336,13 +338,13 @@ def release(store: Store, rec: ContainerRecord) -> None:
     """Give back what a container holds besides its dir: its cgroup (and, with networking,
     its address). Idempotent."""
     _release_network(store, rec)
-    if rec.extra.get("cgroup"):
-        from minirun.runtime import cgroups
+    from minirun.runtime import cgroups
 
-        cg = cgroups.Cgroup.open(rec.id)
-        if cg is not None:
-            cg.kill_all()
-            cg.remove()
+    # not only when the record says so: a start that failed half-way made one unrecorded
+    cg = cgroups.Cgroup.open(rec.id)
+    if cg is not None:
+        cg.kill_all()
+        cg.remove()
 
 
 def kill(store: Store, rec: ContainerRecord, sig: int) -> None:

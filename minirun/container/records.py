@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from minirun.errors import ContainerError, ContainerNotFound, NameInUse, UsageError
+from minirun.errors import ContainerError, ContainerNotFound, ImageNotFound, NameInUse, UsageError
 from minirun.humanize import ago, human_duration
 from minirun.image.store import Store
 
@@ -202,6 +202,10 @@ class Containers:
         if name is not None:
             _check_name(name)
         with self.store.lock():
+            # rmi takes the same lock and spares images that registered containers use;
+            # an image removed while this one was being prepared must not be run
+            if not self.store.has_image(rec.image_id):
+                raise ImageNotFound(rec.image)
             taken = {r.name: r.id for r in self.all()}
             if name is not None and name in taken:
                 raise NameInUse(name, taken[name])

@@ -294,13 +294,19 @@ class Store:
     def _remove_layer(self, diff_id: str) -> None:
         path = self.layer_path(diff_id)
         with file_lock(self.locks / hex_of(diff_id)):
+            link = None
             with contextlib.suppress(FileNotFoundError, StoreError):
-                (self.links / self.layer_info(diff_id)["link"]).unlink()
+                link = self.links / self.layer_info(diff_id)["link"]
             if path.exists():
-                # Rename first: the layer vanishes at once, the slow delete happens in tmp.
+                # Rename first: the layer vanishes at once (a crash now leaves no layer that
+                # looks whole but has lost its link; add_layer orders it the other way round),
+                # the slow delete happens in tmp.
                 doomed = self.new_tmp(".rm")
                 os.rename(path, doomed)
                 _remove(doomed)
+            if link is not None:
+                with contextlib.suppress(FileNotFoundError):
+                    link.unlink()
         with contextlib.suppress(FileNotFoundError):
             (self.locks / hex_of(diff_id)).unlink()
 
@@ -308,6 +314,9 @@ class Store:
 
     def _image_path(self, image_id: str) -> Path:
         return self.images_dir / f"{hex_of(image_id)}.json"
+
+    def has_image(self, image_id: str) -> bool:
+        return self._image_path(image_id).is_file()
 
     def _read_repos(self) -> dict[str, str]:
         try:

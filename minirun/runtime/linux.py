@@ -81,11 +81,11 @@ RESOLVE_IN_ROOT = 0x10
 
 _SYSCALLS: dict[str, dict[str, int]] = {
     # new syscalls (>= 424) share one number on every architecture
-    "x86_64": {"pivot_root": 155, "openat2": 437},
-    "aarch64": {"pivot_root": 41, "openat2": 437},
-    "riscv64": {"pivot_root": 41, "openat2": 437},
-    "ppc64le": {"pivot_root": 203, "openat2": 437},
-    "s390x": {"pivot_root": 217, "openat2": 437},
+    "x86_64": {"pivot_root": 155, "openat2": 437, "mount_setattr": 442},
+    "aarch64": {"pivot_root": 41, "openat2": 437, "mount_setattr": 442},
+    "riscv64": {"pivot_root": 41, "openat2": 437, "mount_setattr": 442},
+    "ppc64le": {"pivot_root": 203, "openat2": 437, "mount_setattr": 442},
+    "s390x": {"pivot_root": 217, "openat2": 437, "mount_setattr": 442},
 }
 _NR = _SYSCALLS.get(os.uname().machine, _SYSCALLS["x86_64"])
 
@@ -187,6 +187,23 @@ def openat2(dirfd: int, path: str, flags: int, mode: int = 0, resolve: int = 0) 
     if ret < 0:
         raise _fail(f"openat2({dirfd}, {path!r}, {flags:#o}, resolve={resolve:#x})")
     return ret
+
+
+MOUNT_ATTR_RDONLY = 0x1
+AT_EMPTY_PATH = 0x1000
+AT_RECURSIVE = 0x8000
+
+
+def mount_setattr(dirfd: int, path: str, flags: int, attr_set: int, attr_clr: int = 0) -> None:
+    """mount_setattr(2) (Linux 5.12+): change mount attributes, with AT_RECURSIVE of a whole
+    mount tree at once, which a remount cannot do."""
+    attr = struct.pack("QQQQ", attr_set, attr_clr, 0, 0)  # struct mount_attr
+    ret: int = _libc.syscall(
+        _NR["mount_setattr"], ctypes.c_int(dirfd), _enc(path), ctypes.c_uint(flags),
+        ctypes.c_char_p(attr), ctypes.c_size_t(len(attr)),
+    )  # fmt: skip
+    if ret < 0:
+        raise _fail(f"mount_setattr({dirfd}, {path!r}, {flags:#x}, set={attr_set:#x})")
 
 
 def getrlimit(resource: int) -> tuple[int, int]:

@@ -279,8 +279,29 @@ def _remount_bind(rootfd: int, dest: str, flags: int) -> None:
         path = _fdpath(fd)
         keep = _statvfs_flags(path)
         linux.mount(None, path, None, MS_REMOUNT | MS_BIND | keep | (flags & _BIND_REMOUNT_MASK))
+        if flags & MS_REC and flags & MS_RDONLY:
+            # `-v /src:/dst:ro` with mounts under /src: a remount changes only the top
+            # mount, so the submounts would stay writable. Make the whole tree read-only
+            # (Docker 25+ does the same with the same call).
+            try:
+                linux.mount_setattr(fd, "", linux.AT_EMPTY_PATH | linux.AT_RECURSIVE,
+                                    linux.MOUNT_ATTR_RDONLY)
+            except OSError as e:
+                if e.errno != errno.ENOSYS:
+                    raise
+                _remount_submounts_ro(path)
     finally:
         os.close(fd)
+
+
+def _remount_submounts_ro(top: str) -> None:
+    """Kernels before 5.12: remount every mount below ``top`` read-only, one by one."""
+    real = os.path.realpath(top)
+    with open("/proc/self/mountinfo") as f:
+        points = [line.split()[4] for line in f]
+    for point in points:
+        if point.startswith(real.rstrip("/") + "/"):
+            linux.mount(None, point, None, MS_REMOUNT | MS_BIND | MS_RDONLY | _statvfs_flags(point))
 
 
 def _statvfs_flags(path: str) -> int:

@@ -400,3 +400,33 @@ def test_bad_resource_flags_are_clear_errors(cli: Cli) -> None:
     assert r.returncode == 125 and "Minimum memory limit" in r.stderr
     r = cli("run", "--rm", "--cpus", "lots", "busybox", "true")
     assert r.returncode == 125 and "Traceback" not in r.stderr
+
+
+# -- regressions found in review ---------------------------------------------------------------
+
+
+def test_detached_rm_removes_the_container_when_it_exits(cli: Cli, root: Path) -> None:
+    before = set(os.listdir(root / "containers"))
+    r = cli("run", "-d", "--rm", "--network", "none", "busybox", "true")
+    assert r.returncode == 0, r.stderr
+    wait_for(lambda: set(os.listdir(root / "containers")) == before)
+
+
+def test_wait_on_a_foreground_container_gets_its_real_status(cli: Cli, root: Path) -> None:
+    p = subprocess.Popen([MINIRUN, "run", "--name", "fgw", "--network", "none", "busybox", "sh", "-c",
+                          "sleep 0.5; exit 3"], env=_env(root))
+    try:
+        wait_for(lambda: cli("inspect", "fgw").returncode == 0)
+        assert cli("wait", "fgw").stdout.strip() == "3"
+        assert p.wait(10) == 3
+        assert "Exited (3)" in cli("ps", "-a").stdout
+    finally:
+        cli("rm", "-f", "fgw")
+
+
+def test_a_failed_detached_start_leaves_no_cgroup(cli: Cli) -> None:
+    r = cli("run", "-d", "--name", "bad", "--network", "none", "-v", "/nonexistent/src:/x", "busybox", "true")
+    assert r.returncode == 125 and "/nonexistent/src" in r.stderr
+    cid = inspect(cli, "bad")["Id"]
+    assert cli("rm", "bad").returncode == 0
+    assert not _cgroup_file(cid, "memory/", "").exists()

@@ -211,6 +211,14 @@ def test_volumes_rw_ro_tmpfs_readonly(cli: Cli, tmp_path: Path) -> None:
     assert (tmp_path / "out.txt").read_text() == "out\n"
     r = sh(cli, "echo no > /v/x", "-v", f"{tmp_path}:/v:ro")
     assert r.returncode != 0 and not (tmp_path / "x").exists()
+    # read-only all the way down: a mount under the source is read-only too (recursive)
+    (tmp_path / "sub").mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "t", str(tmp_path / "sub")], check=True)
+    try:
+        r = sh(cli, "touch /v/sub/f", "-v", f"{tmp_path}:/v:ro")
+        assert r.returncode != 0 and "Read-only" in r.stderr and not (tmp_path / "sub" / "f").exists()
+    finally:
+        subprocess.run(["umount", str(tmp_path / "sub")], check=True)
     r = sh(cli, "touch /t/a && grep ' /t ' /proc/mounts", "--tmpfs", "/t")
     assert r.returncode == 0 and "tmpfs" in r.stdout
     r = sh(cli, "touch /etc/x", "--read-only")

@@ -488,3 +488,18 @@ def test_ambiguous_id_prefix(loaded_store: Store) -> None:
     assert loaded_store.resolve("abcd1").id == rec.id  # the record's own id
     with pytest.raises(ImageNotFound):
         loaded_store.resolve("abc")  # fewer than 4 hex digits is not an ID prefix
+
+
+def test_a_container_of_a_removed_image_is_not_registered(tmp_path: Path) -> None:
+    """rmi between resolving the image and registering the container: register refuses."""
+    from minirun.container.records import ContainerRecord, Containers
+    from minirun.errors import ImageNotFound
+
+    store = Store(tmp_path / "store")
+    containers = Containers(store)
+    cid = containers.new_id()
+    rec = ContainerRecord(id=cid, name="", image="gone", image_id="sha256:" + "0" * 64, args=["true"],
+                          created=0.0, lowerdirs=[], diff_ids=[])
+    with pytest.raises(ImageNotFound):
+        containers.register(rec, None)
+    assert not (containers.dir(cid) / "container.json").exists()
