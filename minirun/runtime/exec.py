@@ -24,14 +24,13 @@ from typing import TYPE_CHECKING, Any
 from minirun.errors import ContainerError, RuntimeFailure
 from minirun.runtime import linux, security
 from minirun.runtime.process import (
-    _EXEC_FAILED,
     FORWARDED_SIGNALS,
     _channels,
     _child_failed,
+    _exec,
     _report_setup_failure,
     _setup_stdio,
     _supervise,
-    _write_report,
 )
 
 if TYPE_CHECKING:
@@ -223,10 +222,4 @@ def _child(
     except BaseException as e:
         _report_setup_failure(w, step, e)
         os._exit(1)
-    try:
-        os.execvpe(plan.args[0], plan.args, plan.env)
-    except OSError as e:
-        _write_report(w, _EXEC_FAILED + f"{e.errno or 0}\0".encode() + os.fsencode(plan.args[0]))
-        os._exit(127)
-    except BaseException:
-        os._exit(127)
+    _exec(w, plan.args, plan.env)

@@ -535,10 +535,16 @@ def _child(
     except BaseException as e:
         _report_setup_failure(w, step, e)
         os._exit(1)
+    _exec(w, plan.args, plan.env)
+
+
+def _exec(w: int, args: list[str], env: dict[str, str]) -> None:
+    """The last step of a child: exec, searching the container's PATH; if that fails, tell
+    the parent why through the sync pipe (it maps ENOENT to 127, the rest to 126)."""
     try:
-        os.execvpe(plan.args[0], plan.args, plan.env)
+        os.execvpe(args[0], args, env)
     except OSError as e:
-        _write_report(w, _EXEC_FAILED + f"{e.errno or 0}\0".encode() + os.fsencode(plan.args[0]))
+        _write_report(w, _EXEC_FAILED + f"{e.errno or 0}\0".encode() + os.fsencode(args[0]))
         os._exit(127)
     except BaseException:
         os._exit(127)
