@@ -79,32 +79,52 @@ def store_from(ctx: click.Context, command: str = "") -> Any:
 
 
 def main() -> None:
+    _exit(_main())
+
+
+def _main() -> int:
+    """Run the CLI; the exit status. Every MinirunError is one line on stderr."""
     try:
         rc = cli.main(standalone_mode=False, prog_name="minirun")
     except MinirunError as e:
         click.echo(f"Error: {e}", err=True)
-        sys.exit(e.exit_code)
+        return e.exit_code
     except click.exceptions.Exit as e:
-        sys.exit(e.exit_code)
+        return e.exit_code
     except click.ClickException as e:
         e.show()
-        sys.exit(125 if _verb() == "run" else e.exit_code)
+        return 125 if _verb() == "run" else e.exit_code
     except click.Abort:
         click.echo("Aborted.", err=True)
-        sys.exit(130)
+        return 130
     except KeyboardInterrupt:
-        sys.exit(130)
+        return 130
     except BrokenPipeError:
         # `minirun images | head`: the reader went away; that is not an error.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        sys.exit(0)
+        return 0
     except Exception as e:  # a bug, not a user error: still one line, details on request
         if os.environ.get("MINIRUN_DEBUG"):
             raise
         click.echo(f"Error: internal error: {type(e).__name__}: {e} (set MINIRUN_DEBUG=1 for a traceback)",
                    err=True)
-        sys.exit(125)
-    sys.exit(rc if isinstance(rc, int) else 0)
+        return 125
+    return rc if isinstance(rc, int) else 0
+
+
+def _exit(code: int) -> None:
+    """Flush what we wrote, then leave without the interpreter's teardown of every module
+    (~6-10 ms on each `minirun run`). Nothing of ours needs it: files are closed by their
+    `with` blocks, and the only thread (pyroute2's import) is a daemon."""
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        pass
+    try:
+        sys.stderr.flush()
+    except BrokenPipeError:
+        pass
+    os._exit(code)
 
 
 def _verb() -> str:
