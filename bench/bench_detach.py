@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -22,7 +20,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
-from bench_run import ENV, MINIRUN, OUT, _ulimits, prepare  # noqa: E402
+from bench_run import ENV, MINIRUN, OUT, prepare, scratch_podman  # noqa: E402
 
 
 def mem_available() -> int:
@@ -81,34 +79,22 @@ def minirun(count: int) -> None:
 
 
 def podman(count: int) -> None:
-    exe = shutil.which("podman")
-    if not exe:
-        print("  podman: not installed")
-        return
-    tmp = Path(tempfile.mkdtemp(prefix="bd-", dir="/tmp"))
-    base = [exe, "--root", str(tmp / "r"), "--runroot", str(tmp / "rr"), "--cgroup-manager", "cgroupfs",
-            "--events-backend", "none"]
     try:
-        subprocess.run([MINIRUN, "save", "-o", str(tmp / "img.tar"), "busybox"], env=ENV, check=True)
-        subprocess.run([*base, "load", "-q", "-i", str(tmp / "img.tar")], check=True, capture_output=True)
-        before = settle()
-        run = [*base, "run", "-d", "--network", "none", *_ulimits()]
-        if shutil.which("runc"):
-            run += ["--runtime", "runc"]
-        for _ in range(count):
-            subprocess.run([*run, "busybox", "sleep", "600"], check=True, capture_output=True)
-        after = settle()
-        n, pss = pss_of("conmon")
-        print(f"  podman: {count} detached containers, {n} conmon processes")
-        print(f"    watcher PSS per container      {kib(pss / max(n, 1))}")
-        print(f"    MemAvailable drop per container {kib((before - after) / count)}  (conmon + container + kernel)")
+        with scratch_podman() as run:
+            if run is None:
+                print("  podman: not installed")
+                return
+            before = settle()
+            for _ in range(count):
+                subprocess.run([*run, "-d", "--network", "none", "busybox", "sleep", "600"],
+                               check=True, capture_output=True)
+            after = settle()
+            n, pss = pss_of("conmon")
+            print(f"  podman: {count} detached containers, {n} conmon processes")
+            print(f"    watcher PSS per container      {kib(pss / max(n, 1))}")
+            print(f"    MemAvailable drop per container {kib((before - after) / count)}  (conmon + container + kernel)")
     except subprocess.CalledProcessError as e:
         print(f"  podman: failed ({(e.stderr or b'').decode().strip()[:300]})")
-    finally:
-        subprocess.run([*base, "rm", "-af", "-t", "0"], capture_output=True)
-        subprocess.run(["umount", "-R", str(tmp / "r" / "overlay")], capture_output=True)
-        subprocess.run(["umount", "-R", str(tmp / "r")], capture_output=True)
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def main() -> None:

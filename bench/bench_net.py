@@ -13,11 +13,9 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -34,33 +32,21 @@ def minirun(network: str, runs: int) -> list[float]:
 
 
 def podman(runs: int) -> dict[str, list[float]] | None:
-    exe = shutil.which("podman")
-    if not exe:
-        return None
-    tmp = Path(tempfile.mkdtemp(prefix="bench-podman-net-"))
-    base = [exe, "--root", str(tmp / "root"), "--runroot", str(tmp / "run"),
-            "--cgroup-manager", "cgroupfs", "--events-backend", "none"]
     had_podman0 = os.path.exists("/sys/class/net/podman0")
     tables = _nft_tables()  # netavark leaves its iptables(-nft) chains behind: remove them after
     out: dict[str, list[float]] = {}
     try:
-        br.sh(br.MINIRUN, "save", "-o", str(tmp / "img.tar"), "busybox")
-        subprocess.run([*base, "load", "-q", "-i", str(tmp / "img.tar")], check=True, capture_output=True)
-        run = [*base, "run", "--rm", *br._ulimits()]
-        if shutil.which("runc"):
-            run += ["--runtime", "runc"]
-        for net in ("bridge", "none"):
-            out[net] = br.timed([*run, "--network", net, "busybox", "true"], runs, os.environ.copy())
+        with br.scratch_podman() as run:
+            if run is None:
+                return None
+            for net in ("bridge", "none"):
+                out[net] = br.timed([*run, "--rm", "--network", net, "busybox", "true"], runs,
+                                    os.environ.copy())
         return out
     except subprocess.CalledProcessError as e:
         print(f"  podman: failed ({(e.stderr or b'').decode().strip()[:300]})")
         return out or None
     finally:
-        subprocess.run([*base, "rm", "-af"], capture_output=True)
-        subprocess.run([*base, "system", "reset", "-f"], capture_output=True)
-        subprocess.run(["umount", "-R", str(tmp / "root" / "overlay")], capture_output=True)
-        subprocess.run(["umount", "-R", str(tmp / "root")], capture_output=True)
-        shutil.rmtree(tmp, ignore_errors=True)
         if not had_podman0 and os.path.exists("/sys/class/net/podman0"):
             subprocess.run(["ip", "link", "del", "podman0"], capture_output=True)
         for t in _nft_tables() - tables:

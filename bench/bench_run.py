@@ -11,6 +11,7 @@ the peers, and removes what it started.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -19,7 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -116,29 +117,40 @@ def _ulimits() -> list[str]:
     return ["--ulimit", "nofile=1024:1024", "--ulimit", "nproc=4096:4096"]
 
 
-def podman(runs: int) -> list[float] | None:
+@contextlib.contextmanager
+def scratch_podman() -> Iterator[list[str] | None]:
+    """podman with its own store in a short tmp dir (its runroot must stay under 50
+    characters), our busybox loaded into it; yields the `podman ... run` prefix (runc
+    when present: crun refuses cgroup v1 hybrid hosts like this one), or None when podman
+    is not installed. Everything it made is removed after."""
     exe = shutil.which("podman")
     if not exe:
-        return None
-    tmp = Path(tempfile.mkdtemp(prefix="bench-podman-"))
+        yield None
+        return
+    tmp = Path(tempfile.mkdtemp(prefix="bp-", dir="/tmp"))
     base = [exe, "--root", str(tmp / "root"), "--runroot", str(tmp / "run"),
             "--cgroup-manager", "cgroupfs", "--events-backend", "none"]
     try:
         sh(MINIRUN, "save", "-o", str(tmp / "img.tar"), "busybox")
         subprocess.run([*base, "load", "-q", "-i", str(tmp / "img.tar")], check=True, capture_output=True)
-        # runc: crun refuses cgroup v1 hybrid hosts like this one.
-        run = [*base, "run", "--rm", "--network", "none", *_ulimits()]
-        if shutil.which("runc"):
-            run += ["--runtime", "runc"]
-        return timed([*run, "busybox", "true"], runs, os.environ.copy())
-    except subprocess.CalledProcessError as e:
-        print(f"  podman: failed ({(e.stderr or b'').decode().strip()[:300]})")
-        return None
+        yield [*base, "run", *_ulimits(), *(["--runtime", "runc"] if shutil.which("runc") else [])]
     finally:
-        subprocess.run([*base, "rm", "-af"], capture_output=True)
+        subprocess.run([*base, "rm", "-af", "-t", "0"], capture_output=True)
+        subprocess.run([*base, "system", "reset", "-f"], capture_output=True)
         subprocess.run(["umount", "-R", str(tmp / "root" / "overlay")], capture_output=True)
         subprocess.run(["umount", "-R", str(tmp / "root")], capture_output=True)
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def podman(runs: int) -> list[float] | None:
+    try:
+        with scratch_podman() as run:
+            if run is None:
+                return None
+            return timed([*run, "--rm", "--network", "none", "busybox", "true"], runs, os.environ.copy())
+    except subprocess.CalledProcessError as e:
+        print(f"  podman: failed ({(e.stderr or b'').decode().strip()[:300]})")
+        return None
 
 
 def main() -> None:

@@ -33,6 +33,17 @@ IMAGE_NAMES = ("busybox", "busybox-extra", "busybox-edit")
 Cli = Callable[..., "subprocess.CompletedProcess[str]"]
 
 
+def store_cli(env: dict[str, str]) -> Callable[..., subprocess.CompletedProcess[str]]:
+    """``run("ps", "-a")``: the real minirun with ``env`` (MINIRUN_ROOT...), text output
+    captured — the form the container integration modules share."""
+
+    def run(*args: str, input: str | None = None, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([str(MINIRUN), *args], env=env, capture_output=True, text=True,
+                              input=input, timeout=timeout)
+
+    return run
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if os.geteuid() == 0:
         return

@@ -285,12 +285,7 @@ class Cgroup:
                 "no cgroup v1 controllers are mounted under /sys/fs/cgroup (and no cgroup2 "
                 "either): mount the cgroup filesystems to run containers"
             )
-        needed = {
-            "memory": res.memory is not None or res.memory_swap is not None,
-            "cpu": res.cpu_quota is not None or res.cpu_shares is not None,
-            "pids": res.pids_limit is not None,
-        }
-        missing = [c for c, need in needed.items() if need and c not in mounts]
+        missing = [c for c in _needed(res) if c not in mounts]
         if missing:
             raise RuntimeFailure(
                 f"the cgroup v1 controller(s) {', '.join(missing)} are not mounted, so "
@@ -316,12 +311,7 @@ class Cgroup:
 
     def _create_v2(self, res: Resources) -> None:
         available = set(_read(f"{CGROUP_ROOT}/cgroup.controllers").split())
-        needed = {
-            "memory": res.memory is not None or res.memory_swap is not None,
-            "cpu": res.cpu_quota is not None or res.cpu_shares is not None,
-            "pids": res.pids_limit is not None,
-        }
-        missing = [c for c, need in needed.items() if need and c not in available]
+        missing = [c for c in _needed(res) if c not in available]
         if missing:
             raise RuntimeFailure(
                 f"the cgroup v2 controller(s) {', '.join(missing)} are not available in "
@@ -551,6 +541,16 @@ class Cgroup:
                 )
             time.sleep(delay)
             delay = min(delay * 2, 0.1)
+
+
+def _needed(res: Resources) -> list[str]:
+    """The controllers the requested limits cannot do without."""
+    needed = {
+        "memory": res.memory is not None or res.memory_swap is not None,
+        "cpu": res.cpu_quota is not None or res.cpu_shares is not None,
+        "pids": res.pids_limit is not None,
+    }
+    return [c for c, need in needed.items() if need]
 
 
 def _int(path: str | None) -> int | None:

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from minirun.image import build as b
+from tests.conftest import store_cli
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root: real containers")
 
@@ -57,10 +58,7 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 @pytest.fixture
 def cli(root: Path) -> Cli:
-    def run(*args: str, input: str | None = None, timeout: float = 30) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([MINIRUN, *args], env=_env(root), capture_output=True, text=True,
-                              input=input, timeout=timeout)
-    return run
+    return store_cli(_env(root))
 
 
 def inspect(cli: Cli, name: str) -> dict:

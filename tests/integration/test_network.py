@@ -20,6 +20,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import store_cli
+
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root: real containers")
 
 REPO = Path(__file__).resolve().parents[2]
@@ -110,10 +112,7 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 @pytest.fixture
 def cli(root: Path) -> Cli:
-    def run(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([MINIRUN, *args], env=_env(root), capture_output=True, text=True,
-                              timeout=timeout)
-    return run
+    return store_cli(_env(root))
 
 
 @pytest.fixture(scope="module")

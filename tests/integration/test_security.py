@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from minirun.image import build as b
+from tests.conftest import store_cli
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root: real containers")
 
@@ -55,9 +56,7 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 @pytest.fixture
 def cli(root: Path) -> Cli:
-    def run(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([MINIRUN, *args], env=_env(root), capture_output=True, text=True, timeout=60)
-    return run
+    return store_cli(_env(root))
 
 
 def probe(cli: Cli, *opts: str, calls: tuple[str, ...] = DENIED_BY_DEFAULT) -> dict[str, str]:
