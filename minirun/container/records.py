@@ -159,9 +159,10 @@ class Containers:
         """OOMKilled, read from the container's cgroup while it still exists."""
         if not rec.extra.get("cgroup"):
             return {}
+        from minirun.container.resources import engine_path
         from minirun.runtime import cgroups
 
-        cg = cgroups.Cgroup.open(rec.id)
+        cg = cgroups.Cgroup.open(engine_path(rec.id))
         return {"oom_killed": bool(cg and cg.oom_killed())}
 
     def new_id(self) -> str:

@@ -1,9 +1,12 @@
 """Resource limits as Docker's ``run`` flags express them, validated with Docker's rules.
 
 ``parse_resources`` turns ``--memory --memory-swap --cpus --cpu-shares --pids-limit`` into a
-``Resources`` record in the cgroup's own units (bytes, CFS microseconds, shares), so the
-runtime (``minirun.runtime.cgroups``) never parses text and ``inspect`` can show exactly
-what was applied. Everything here is pure: no cgroup filesystem is touched.
+``Resources`` record in the cgroup's own units (bytes, CFS microseconds, shares), so
+``inspect`` can show exactly what was applied, and ``Resources.to_oci`` turns that into
+the OCI runtime spec's ``linux.resources`` object, which is all the runtime
+(``minirun.runtime.cgroups``) takes. ``engine_path`` is where the engine's containers'
+cgroups live (``linux.cgroupsPath``). Everything here is pure: no cgroup filesystem is
+touched.
 """
 
 from __future__ import annotations
@@ -11,12 +14,15 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass
+from typing import Any
 
 from minirun.errors import UsageError
+from minirun.runtime.cgroups import DEFAULT_ALLOWED_DEVICES, shares_to_weight
 
 __all__ = [
     "MIN_MEMORY",
     "Resources",
+    "engine_path",
     "parse_bytes",
     "parse_cpus",
     "parse_resources",
@@ -68,6 +74,44 @@ class Resources:
     def is_empty(self) -> bool:
         return self == Resources(cpu_period=self.cpu_period)
 
+    def to_oci(self) -> dict[str, Any]:
+        """The OCI runtime spec's ``linux.resources`` for these limits (config-linux.md):
+        memory.limit, memory.swap (memory+swap, as Docker's flag; -1 = unlimited),
+        cpu.shares, cpu.quota/period, pids.limit (-1 = unlimited) and the device rules:
+        everything denied but Docker's default devices, or everything allowed for
+        --privileged."""
+        out: dict[str, Any] = {}
+        memory: dict[str, int] = {}
+        if self.memory is not None:
+            memory["limit"] = self.memory
+        # a swap limit only means something with a memory limit (or as "unlimited")
+        if self.memory_swap is not None and (self.memory is not None or self.memory_swap == -1):
+            memory["swap"] = self.memory_swap
+        if memory:
+            out["memory"] = memory
+        cpu: dict[str, int] = {}
+        if self.cpu_shares is not None:
+            cpu["shares"] = self.cpu_shares
+        if self.cpu_quota is not None:
+            cpu["quota"] = self.cpu_quota
+            cpu["period"] = self.cpu_period
+        if cpu:
+            out["cpu"] = cpu
+        if self.pids_limit is not None:
+            out["pids"] = {"limit": self.pids_limit if self.pids_limit > 0 else -1}
+        if self.all_devices:
+            out["devices"] = [{"allow": True, "access": "rwm"}]
+        else:
+            out["devices"] = [{"allow": False, "access": "rwm"}]
+            out["devices"] += [dict(rule) for rule in DEFAULT_ALLOWED_DEVICES]
+        return out
+
+
+def engine_path(container_id: str) -> str:
+    """The ``linux.cgroupsPath`` of an engine container, like Docker's cgroupfs driver:
+    ``/minirun/<id>`` below every hierarchy's root."""
+    return f"/minirun/{container_id}"
+
 
 def parse_bytes(text: str) -> int:
     """Docker's ``RAMInBytes`` (go-units): "32m", "1g", "512k", "1024b", "1.5GiB", "100"
@@ -108,15 +152,6 @@ def parse_cpus(text: str) -> int:
     if len(frac) > 9:
         raise UsageError(f"invalid --cpus value {text!r}: value is too precise")
     return int(whole) * 1_000_000_000 + int(frac.ljust(9, "0") or "0")
-
-
-def shares_to_weight(shares: int) -> int:
-    """cpu.shares (2..262144) -> cgroup v2 cpu.weight (1..10000): the linear map runc and
-    crun use (runc's ConvertCPUSharesToCgroupV2Value), so 1024 -> 39, 2 -> 1,
-    262144 -> 10000. 0 keeps meaning "unset"."""
-    if shares == 0:
-        return 0
-    return 1 + ((shares - 2) * 9999) // 262142
 
 
 def _cpu_count() -> int:

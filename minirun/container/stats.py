@@ -12,9 +12,10 @@ from minirun.humanize import binary_size
 def sample(recs: Sequence[ContainerRecord], interval: float) -> list[dict[str, str]]:
     """One row per container. CPU % is the cgroup's CPU time over ``interval`` seconds of
     wall time, where 100% is one full CPU (so up to N×100% on N CPUs, as Docker shows)."""
+    from minirun.container.resources import engine_path
     from minirun.runtime import cgroups
 
-    groups = {r.id: cgroups.Cgroup.open(r.id) if r.alive() else None for r in recs}
+    groups = {r.id: cgroups.Cgroup.open(engine_path(r.id)) if r.alive() else None for r in recs}
     before = {cid: cg.stats().cpu_usage_ns for cid, cg in groups.items() if cg is not None}
     t0 = time.monotonic()
     if before:
