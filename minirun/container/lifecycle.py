@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from minirun.container.records import ContainerRecord, Containers, process_start_time
-from minirun.container.resources import parse_resources
+from minirun.container.resources import engine_path, parse_resources
 from minirun.container.spec import RunOptions, build_spec
 from minirun.container.users import resolve_user
 from minirun.errors import ContainerError, ImageNotFound
@@ -29,6 +29,7 @@ from minirun.runtime import SECCOMP_CACHE_ANNOTATION
 
 if TYPE_CHECKING:
     from minirun.runtime import OverlayRootfs
+    from minirun.runtime.api import Runtime
 
 # Mount points every container needs. They live in a small read-only "init" layer
 # between the image and the container layer (Docker does the same), so the container
@@ -99,6 +100,9 @@ def create(store: Store, image: str, opts: RunOptions,
         # compiled seccomp programs are cached in the store: the next container with the
         # same profile and capabilities loads one in ~0.4 ms instead of ~20 ms
         spec["annotations"] = {SECCOMP_CACHE_ANNOTATION: str(store.root / "cache" / "seccomp")}
+        # the runtime makes the cgroup and applies the limits from the spec alone
+        spec["linux"]["cgroupsPath"] = engine_path(cid)
+        spec["linux"]["resources"] = resources.to_oci()
         (cdir / "config.json").write_text(json.dumps(spec))
         rec = ContainerRecord(
             # what ps shows: the user's command, not --init's wrapper around it
@@ -107,7 +111,7 @@ def create(store: Store, image: str, opts: RunOptions,
             diff_ids=[layer.diff_id for layer in reversed(img.layers)],
             auto_remove=opts.remove, no_pivot=opts.chroot,
             extra={"options": asdict(opts), "stop_signal": image_cfg.get("StopSignal"),
-                   "resources": asdict(resources),
+                   "resources": asdict(resources), "cgroup": True,
                    "network": network})
         containers.register(rec, opts.name)
     except BaseException:
@@ -119,15 +123,35 @@ def create(store: Store, image: str, opts: RunOptions,
     return rec
 
 
-def _runtime_inputs(containers: Containers, rec: ContainerRecord) -> tuple[dict[str, Any], OverlayRootfs]:
+def runtime(store: Store) -> Runtime:
+    """The OCI runtime, in-process, with its state dir inside the store (so a throw-away
+    --root holds everything)."""
+    from minirun.runtime.api import Runtime
+
+    return Runtime(str(store.root / "runtime"))
+
+
+def _bundle(containers: Containers, rec: ContainerRecord) -> tuple[str, OverlayRootfs]:
+    """The container dir is an OCI bundle (config.json + rootfs/); the overlay that
+    becomes rootfs/ is mounted by the runtime inside the container's mount namespace."""
     from minirun.runtime import OverlayRootfs
 
     cdir = containers.dir(rec.id)
-    spec = json.loads((cdir / "config.json").read_bytes())
     rootfs = OverlayRootfs(
         lowerdirs=stack(containers, rec), upperdir=str(cdir / "upper"), workdir=str(cdir / "work"),
         target=str(cdir / "rootfs"))
-    return spec, rootfs
+    return str(cdir), rootfs
+
+
+def _fresh_runtime(store: Store, rec: ContainerRecord) -> Runtime:
+    """The runtime, with any state of an earlier run of this container (a crash, a
+    restart) deleted first: a new run creates it anew."""
+    from minirun.runtime.state import StateError
+
+    rt = runtime(store)
+    with contextlib.suppress(StateError):
+        rt.delete(rec.id, force=True)
+    return rt
 
 
 def _mark_started(containers: Containers, rec: ContainerRecord, pid: int, **extra: Any) -> None:
@@ -141,40 +165,33 @@ def _mark_started(containers: Containers, rec: ContainerRecord, pid: int, **extr
     containers.save(rec)
 
 
-def _cgroup(rec: ContainerRecord) -> list[str]:
-    """Create (or reuse) the container's cgroup with its limits; the cgroup.procs files
-    its init writes itself into. Kept after exit (for OOMKilled and stats) until rm."""
-    from minirun.container.resources import Resources
-    from minirun.runtime import cgroups
-
-    cg = cgroups.Cgroup.create(rec.id, Resources(**rec.extra.get("resources", {})))
-    rec.extra["cgroup"] = True
-    return cg.procs_files
-
-
 def start(store: Store, rec: ContainerRecord, stdin_open: bool) -> int:
     """Run the container to its end in the foreground; returns Docker's exit status."""
-    from minirun import runtime
+    from minirun import runtime as rtmod
+    from minirun.runtime.supervise import CommandNotRunnable
 
     containers = Containers(store)
     if rec.alive():
         raise ContainerError(f"container {rec.name} is already running")
-    spec, rootfs = _runtime_inputs(containers, rec)
+    bundle, rootfs = _bundle(containers, rec)
 
     def started(pid: int) -> None:
         # this minirun is the container's supervisor: while it lives, readers wait for
         # it to record the exit status instead of guessing one
         _mark_started(containers, rec, pid, shim=[os.getpid(), process_start_time(os.getpid())])
 
-    procs = _cgroup(rec)
+    rt = _fresh_runtime(store, rec)
     devnull = None
     if not stdin_open:  # without -i the container reads EOF, with or without a tty
         devnull = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
     code = 125
     try:
-        code = runtime.run(spec, rootfs, no_pivot=rec.no_pivot, cgroup_procs=procs,
-                           stdio=runtime.Stdio(stdin=devnull), on_start=started,
-                           prestart=_network_hook(store, rec))
+        code = rt.run(rec.id, bundle, rootfs=rootfs, no_pivot=rec.no_pivot, keep=True,
+                      stdio=rtmod.Stdio(stdin=devnull), on_start=started,
+                      prestart=_network_hook(store, rec), die_with_parent=True)
+    except CommandNotRunnable as e:
+        os.write(2, f"minirun: {e}\n".encode())
+        code = e.code
     finally:
         if devnull is not None:
             os.close(devnull)
@@ -194,8 +211,9 @@ def finish(store: Store, rec: ContainerRecord, code: int | None, pid: int | None
     if code is None:
         code, finished = containers.read_exit(rec.id) or (137, finished)
     rec.status, rec.exit_code, rec.finished_at, rec.pid = "exited", code, finished, 0
-    rec.extra.update(containers._oom(rec))
+    rec.extra.update(containers._oom(rec))  # before the runtime deletes the cgroup
     _release_network(store, rec)
+    _delete_runtime_state(store, rec)
     if rec.auto_remove:
         remove(store, rec, force=True)
     elif containers.dir(rec.id).is_dir():
@@ -219,21 +237,21 @@ def start_detached(store: Store, rec: ContainerRecord) -> int | None:
     """Start the container in the background, watched by minirun-shim; returns None once
     it runs, or the exit status when its command could not be exec'd (127/126).
 
-    minirun forks a monitor that starts the container (so the container init is the
-    monitor's child) and then exec()s minirun-shim in its own place: the shim keeps the
-    pid, waits for its child, copies its output to the log and writes its exit status."""
+    minirun forks a monitor that creates and starts the container through the runtime
+    (so the container init is the monitor's child) and then exec()s minirun-shim in its
+    own place: the shim keeps the pid, waits for its child, copies its output to the log
+    and writes its exit status."""
     containers = Containers(store)
     if rec.alive():
         raise ContainerError(f"container {rec.name} is already running")
     shim = shim_binary()
-    spec, rootfs = _runtime_inputs(containers, rec)
-    procs = _cgroup(rec)
+    bundle, rootfs = _bundle(containers, rec)
     log = containers.log_file(rec.id)
     status_r, status_w = os.pipe2(os.O_CLOEXEC)
     pid = os.fork()
     if pid == 0:  # pragma: no cover - the monitor: reports through status_w, never returns
         os.close(status_r)
-        _monitor(store, rec, spec, rootfs, shim, str(log), status_w, procs)
+        _monitor(store, rec, bundle, rootfs, shim, str(log), status_w)
     os.close(status_w)
     with os.fdopen(status_r, "rb") as f:
         report = f.read().decode(errors="replace")
@@ -241,15 +259,19 @@ def start_detached(store: Store, rec: ContainerRecord) -> int | None:
     if kind == "OK":
         return None
     if kind == "EXIT":
-        return int(detail)
+        code, _, message = detail.partition(" ")
+        if message:
+            os.write(2, f"minirun: {message}\n".encode())
+        return int(code)
     os.waitpid(pid, 0)
     raise ContainerError(detail or "the container's monitor died before it started the container")
 
 
-def _monitor(store: Store, rec: ContainerRecord, spec: dict[str, Any], rootfs: OverlayRootfs,
-             shim: str, log: str, status_w: int, procs: list[str]) -> None:
-    """The forked monitor: start, report, become the shim. Never returns."""
-    from minirun import runtime
+def _monitor(store: Store, rec: ContainerRecord, bundle: str, rootfs: OverlayRootfs,
+             shim: str, log: str, status_w: int) -> None:
+    """The forked monitor: create and start, report, become the shim. Never returns."""
+    from minirun import runtime as rtmod
+    from minirun.runtime.supervise import CommandNotRunnable, receive_master
 
     try:
         os.setsid()  # not killed with the terminal or the CLI's process group
@@ -259,22 +281,36 @@ def _monitor(store: Store, rec: ContainerRecord, spec: dict[str, Any], rootfs: O
         os.close(null)
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
-        started = runtime.start(spec, rootfs, no_pivot=rec.no_pivot, cgroup_procs=procs,
-                                stdio=runtime.Stdio(stdin=0, stdout=out_w, stderr=err_w),
+        rt = _fresh_runtime(store, rec)
+        terminal = bool((rec.extra.get("options") or {}).get("tty"))
+        psock = csock = None
+        if terminal:
+            import socket
+
+            psock, csock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            created = rt.create(rec.id, bundle, rootfs=rootfs, no_pivot=rec.no_pivot,
+                                console=csock, die_with_parent=True,
+                                stdio=rtmod.Stdio(stdin=0, stdout=out_w, stderr=err_w),
                                 prestart=_network_hook(store, rec))
+        except CommandNotRunnable as e:
+            finish(store, rec, e.code)
+            os.write(status_w, f"EXIT {e.code} {e}".encode())
+            os._exit(0)
+        finally:
+            if csock is not None:
+                csock.close()
+        master = receive_master(psock) if psock is not None else None
+        rt.start(rec.id)
         os.close(out_w)
         os.close(err_w)
         containers = Containers(store)
-        if started.exec_failed is not None:
-            finish(store, rec, started.exec_failed)
-            os.write(status_w, f"EXIT {started.exec_failed}".encode())
-            os._exit(0)
-        if started.master is not None:  # a tty: its master carries stdout and stderr
+        if master is not None:  # a tty: its master carries stdout and stderr
             os.close(out_r)
-            out_r = started.master
+            out_r = master
             os.close(err_r)
             err_r = -1
-        _mark_started(containers, rec, started.pid,
+        _mark_started(containers, rec, created.pid,
                       shim=[os.getpid(), process_start_time(os.getpid())])
         os.write(status_w, b"OK")
         os.close(status_w)
@@ -282,8 +318,8 @@ def _monitor(store: Store, rec: ContainerRecord, spec: dict[str, Any], rootfs: O
             if fd >= 0:
                 os.set_inheritable(fd, True)
         cleanup = [sys.executable, "-m", "minirun", "--root", str(store.root), "_cleanup", rec.id,
-                   str(started.pid)]
-        os.execv(shim, [shim, str(started.pid), str(containers.exit_file(rec.id)), log,
+                   str(created.pid)]
+        os.execv(shim, [shim, str(created.pid), str(containers.exit_file(rec.id)), log,
                         str(out_r), str(err_r), "--", *cleanup])
     except BaseException as e:
         with contextlib.suppress(OSError):
@@ -334,14 +370,23 @@ def _release_network(store: Store, rec: ContainerRecord) -> None:
         net.release(store, rec.id, only_dead=True)
 
 
+def _delete_runtime_state(store: Store, rec: ContainerRecord) -> None:
+    """The runtime's delete: kills what is left, removes the cgroup and its state."""
+    from minirun.runtime.state import StateError
+
+    with contextlib.suppress(StateError):
+        runtime(store).delete(rec.id, force=True)
+
+
 def release(store: Store, rec: ContainerRecord) -> None:
-    """Give back what a container holds besides its dir: its cgroup (and, with networking,
-    its address). Idempotent."""
+    """Give back what a container holds besides its dir: its runtime state and cgroup
+    (and, with networking, its address). Idempotent."""
     _release_network(store, rec)
+    _delete_runtime_state(store, rec)
     from minirun.runtime import cgroups
 
-    # not only when the record says so: a start that failed half-way made one unrecorded
-    cg = cgroups.Cgroup.open(rec.id)
+    # a start that failed half-way may have left a cgroup the runtime has no state for
+    cg = cgroups.Cgroup.open(engine_path(rec.id))
     if cg is not None:
         cg.kill_all()
         cg.remove()
@@ -438,10 +483,12 @@ def exec_in(store: Store, rec: ContainerRecord, command: list[str], *, interacti
             tty: bool = False, env: Sequence[str] = (), workdir: str | None = None,
             user: str | None = None, detach: bool = False) -> int:
     """``exec``: run ``command`` in the running container, with the container's own process
-    settings (env, user, capabilities, no_new_privs) unless overridden."""
-    from minirun import runtime
+    settings (env, user, capabilities, no_new_privs) unless overridden; the runtime joins
+    its namespaces, cgroup and root, under its seccomp profile."""
+    from minirun import runtime as rtmod
     from minirun.container.spec import merge_env
-    from minirun.runtime.exec import exec_in as _exec
+    from minirun.runtime.config import parse_process
+    from minirun.runtime.supervise import CommandNotRunnable
 
     containers = Containers(store)
     if not rec.alive():
@@ -452,6 +499,7 @@ def exec_in(store: Store, rec: ContainerRecord, command: list[str], *, interacti
     proc = dict(spec["process"])
     proc["args"] = command
     proc["terminal"] = tty
+    proc.pop("consoleSize", None)
     proc["env"] = merge_env(proc.get("env", []), list(env) + (["TERM=xterm"] if tty else []))
     if workdir:
         proc["cwd"] = workdir
@@ -461,20 +509,17 @@ def exec_in(store: Store, rec: ContainerRecord, command: list[str], *, interacti
         caps = proc["capabilities"]["bounding"]
         proc["capabilities"] = {**proc["capabilities"], "effective": caps if u.uid == 0 else [],
                                 "permitted": caps if u.uid == 0 else []}
-    procs: list[str] = []
-    if rec.extra.get("cgroup"):
-        from minirun.runtime import cgroups
-
-        cg = cgroups.Cgroup.open(rec.id)
-        procs = cg.procs_files if cg is not None else []
     devnull = None
     if detach or not interactive:
         devnull = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
     try:
         out = devnull if detach else None
-        return _exec(rec.pid, proc, stdio=runtime.Stdio(stdin=devnull, stdout=out, stderr=out),
-                     cgroup_procs=procs, detach=detach, seccomp=spec.get("linux", {}).get("seccomp"),
-                     seccomp_cache=(spec.get("annotations") or {}).get(SECCOMP_CACHE_ANNOTATION))
+        return runtime(store).exec_run(
+            rec.id, parse_process(proc), detach=detach,
+            stdio=rtmod.Stdio(stdin=devnull, stdout=out, stderr=out))
+    except CommandNotRunnable as e:
+        os.write(2, f"minirun: {e}\n".encode())
+        return e.code
     finally:
         if devnull is not None:
             os.close(devnull)

@@ -1,18 +1,20 @@
-"""Kernel side of minirun: run one container from an OCI runtime spec.
+"""Kernel side of minirun: an OCI runtime (runtime-spec v1.2) as a library.
 
-Import-light on purpose: the syscall machinery (ctypes, ~2 ms) loads on the first ``run``.
+``api.Runtime`` does create/start/state/kill/delete/exec/pause/resume/update over bundles
+(``minirun-runtime``, cli/runtime.py, is its runc-compatible front-end; ``minirun run``
+calls it in-process). ``run()`` below is the one-call form: a spec dict and an overlay
+rootfs in, Docker's exit status out.
+
+Import-light on purpose: the syscall machinery (ctypes, ~2 ms) loads on the first use.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from minirun.runtime.process import Started
-
-__all__ = ["OverlayRootfs", "Stdio", "run", "start", "SECCOMP_CACHE_ANNOTATION"]
+__all__ = ["OverlayRootfs", "Stdio", "run", "SECCOMP_CACHE_ANNOTATION"]
 
 # Where compiled seccomp programs are cached (a store dir): an OCI annotation, the spec's
 # place for what one runtime understands and others ignore.
@@ -33,7 +35,7 @@ class OverlayRootfs:
 @dataclass(frozen=True)
 class Stdio:
     """The container's stdin/stdout/stderr when there is no tty: fds to dup, or None to
-    inherit minirun's own."""
+    inherit ours."""
 
     stdin: int | None = None
     stdout: int | None = None
@@ -48,30 +50,28 @@ def run(
     stdio: Stdio = Stdio(),  # noqa: B008 - frozen, so a shared default is safe
     on_start: Callable[[int], None] | None = None,
     prestart: Callable[[int], None] | None = None,
-    cgroup_procs: Sequence[str] = (),
 ) -> int:
-    """Start the container, call ``on_start(host_pid)`` once its command runs, wait, and
-    return the exit status as Docker reports it (128+N if killed by signal N; 127/126 when
-    the command is not found / not executable). Setup failures raise RuntimeFailure
-    (KernelUnsupported for a missing kernel feature)."""
-    from minirun.runtime.process import run as _run
+    """Run one container to its end with a throw-away runtime state dir: create, start,
+    wait, delete. Returns Docker's exit status (128+N if killed by signal N; 127/126 when
+    the command is not found / not executable, with Docker's message on our stderr).
+    Setup failures raise RuntimeFailure (KernelUnsupported for a missing kernel feature)."""
+    import os
+    import tempfile
 
-    return _run(spec, rootfs, no_pivot=no_pivot, stdio=stdio, on_start=on_start,
-                prestart=prestart, cgroup_procs=cgroup_procs)
+    from minirun.runtime import api, config
+    from minirun.runtime.supervise import CommandNotRunnable
 
+    bundle = os.path.dirname(rootfs.target.rstrip("/"))
+    cfg = config.parse(spec, bundle)
+    state_root = tempfile.mkdtemp(prefix="minirun-runtime-")
+    try:
+        return api.Runtime(state_root).run(
+            os.path.basename(state_root), bundle, config=cfg, stdio=stdio, rootfs=rootfs,
+            prestart=prestart, on_start=on_start, no_pivot=no_pivot)
+    except CommandNotRunnable as e:
+        os.write(2, f"minirun: {e}\n".encode())
+        return e.code
+    finally:
+        import shutil
 
-def start(
-    spec: dict[str, Any],
-    rootfs: OverlayRootfs,
-    *,
-    no_pivot: bool = False,
-    stdio: Stdio = Stdio(),  # noqa: B008 - frozen, so a shared default is safe
-    prestart: Callable[[int], None] | None = None,
-    cgroup_procs: Sequence[str] = (),
-) -> Started:
-    """Start the container without waiting (``run -d``): returns once its command runs,
-    with its host pid (and pty master with a terminal); the caller supervises it."""
-    from minirun.runtime.process import start as _start
-
-    return _start(spec, rootfs, no_pivot=no_pivot, stdio=stdio, prestart=prestart,
-                  cgroup_procs=cgroup_procs)
+        shutil.rmtree(state_root, ignore_errors=True)

@@ -26,6 +26,7 @@ CLONE_NEWIPC = 0x08000000
 CLONE_NEWUSER = 0x10000000
 CLONE_NEWPID = 0x20000000
 CLONE_NEWNET = 0x40000000
+CLONE_NEWTIME = 0x00000080
 
 # OCI linux.namespaces[].type -> clone flag
 NAMESPACE_FLAGS: dict[str, int] = {
@@ -36,6 +37,7 @@ NAMESPACE_FLAGS: dict[str, int] = {
     "network": CLONE_NEWNET,
     "cgroup": CLONE_NEWCGROUP,
     "user": CLONE_NEWUSER,
+    "time": CLONE_NEWTIME,
 }
 
 MS_RDONLY = 0x1
@@ -97,6 +99,7 @@ _libc.umount2.argtypes = [_c_str, ctypes.c_int]
 _libc.unshare.argtypes = [ctypes.c_int]
 _libc.setns.argtypes = [ctypes.c_int, ctypes.c_int]
 _libc.sethostname.argtypes = [_c_str, ctypes.c_size_t]
+_libc.setdomainname.argtypes = [_c_str, ctypes.c_size_t]
 _libc.prctl.argtypes = [
     ctypes.c_int,
     ctypes.c_ulong,
@@ -165,6 +168,12 @@ def sethostname(name: str) -> None:
     raw = name.encode()
     if _libc.sethostname(raw, len(raw)) != 0:
         raise _fail(f"sethostname({name!r})")
+
+
+def setdomainname(name: str) -> None:
+    raw = name.encode()
+    if _libc.setdomainname(raw, len(raw)) != 0:
+        raise _fail(f"setdomainname({name!r})")
 
 
 def prctl(option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 0) -> int:

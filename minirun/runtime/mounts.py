@@ -45,7 +45,7 @@ from minirun.runtime.linux import (
 PAGE_LIMIT = 4096 - 1
 
 # option -> (set?, flag)  (runc's mount option table)
-_FLAGS: dict[str, tuple[bool, int]] = {
+FLAG_OPTIONS: dict[str, tuple[bool, int]] = {
     "async": (False, MS_SYNCHRONOUS),
     "atime": (False, MS_NOATIME),
     "bind": (True, MS_BIND),
@@ -73,7 +73,7 @@ _FLAGS: dict[str, tuple[bool, int]] = {
     "suid": (False, MS_NOSUID),
     "sync": (True, MS_SYNCHRONOUS),
 }
-_PROPAGATION: dict[str, int] = {
+PROPAGATION: dict[str, int] = {
     "private": MS_PRIVATE,
     "rprivate": MS_PRIVATE | MS_REC,
     "shared": MS_SHARED,
@@ -165,11 +165,11 @@ def parse_options(options: Sequence[str]) -> tuple[int, str, tuple[int, ...]]:
     data: list[str] = []
     prop: list[int] = []
     for opt in options:
-        if opt in _FLAGS:
-            set_, flag = _FLAGS[opt]
+        if opt in FLAG_OPTIONS:
+            set_, flag = FLAG_OPTIONS[opt]
             flags = flags | flag if set_ else flags & ~flag
-        elif opt in _PROPAGATION:
-            prop.append(_PROPAGATION[opt])
+        elif opt in PROPAGATION:
+            prop.append(PROPAGATION[opt])
         else:
             data.append(opt)
     return flags, ",".join(data), tuple(prop)
@@ -316,9 +316,19 @@ def _statvfs_flags(path: str) -> int:
 
 
 def make_root_private() -> None:
+    set_root_propagation(MS_REC | MS_PRIVATE)
+
+
+def set_root_propagation(flags: int) -> None:
     # First thing in the new mount namespace: nothing we mount may propagate to the host
-    # (and nothing stays there if we die); pivot_root also refuses shared mounts.
-    linux.mount(None, "/", None, MS_REC | MS_PRIVATE)
+    # (and nothing stays there if we die); pivot_root also refuses shared mounts. rprivate
+    # by default; linux.rootfsPropagation (e.g. rslave) when the config asks.
+    linux.mount(None, "/", None, flags)
+
+
+def bind_onto_itself(target: str) -> None:
+    """A bundle's rootfs dir made a mount point (pivot_root needs one), as runc does."""
+    linux.mount(target, target, None, MS_BIND | MS_REC)
 
 
 def overlay_options(
@@ -403,36 +413,74 @@ def _mount_one(rootfd: int, m: Mount) -> None:
 
 
 def _mount_cgroup(rootfd: int, m: Mount) -> None:
-    """type "cgroup": what runc does — cgroup2 on a unified host; on a v1/hybrid host a
-    tmpfs with one mount per hierarchy. Under the new cgroup namespace every hierarchy shows
-    the container's own cgroup as its root."""
+    """type "cgroup", as runc does it: cgroup2 on a unified host; on a v1/hybrid host a
+    tmpfs with one mount per hierarchy. In a new cgroup namespace (our cgroup reads as "/"
+    in /proc/self/cgroup) a fresh mount shows the container's own cgroup as the root.
+    Without one (Podman's default on v1) a fresh mount would show the host's whole tree,
+    so the container's own cgroup dir is bind-mounted from the host's hierarchy instead."""
     fd = open_in_root(rootfd, m.destination, create="dir")
     base = m.flags & (MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RELATIME)
+    ro = m.flags & MS_RDONLY
+    with open("/proc/self/cgroup") as f:
+        lines = [line.split(":", 2) for line in f.read().splitlines()]
     try:
         if os.path.exists("/sys/fs/cgroup/cgroup.controllers"):  # unified (v2-only) host
-            linux.mount("cgroup2", _fdpath(fd), "cgroup2", base | (m.flags & MS_RDONLY))
+            own = next((p for _id, c, p in lines if c == ""), "/")
+            if own == "/":
+                linux.mount("cgroup2", _fdpath(fd), "cgroup2", base | ro)
+            else:
+                linux.mount(f"/sys/fs/cgroup{own}", _fdpath(fd), None, MS_BIND | MS_REC)
+                if ro:
+                    _remount_bind(rootfd, m.destination, m.flags | MS_RDONLY | MS_BIND)
             return
         linux.mount("tmpfs", _fdpath(fd), "tmpfs", base, "mode=755")
     finally:
         os.close(fd)
-    with open("/proc/self/cgroup") as f:
-        lines = f.read().splitlines()
-    for line in lines:
-        _id, controllers, _path = line.split(":", 2)
-        sub = f"{m.destination}/{controllers.removeprefix('name=') or 'unified'}"
+    points = _cgroup_mount_points()
+    for _id, controllers, own in lines:
+        name = controllers.removeprefix("name=") or "unified"
+        sub = f"{m.destination}/{name}"
         sfd = open_in_root(rootfd, sub, create="dir")
         try:
-            if controllers:
-                linux.mount("cgroup", _fdpath(sfd), "cgroup", base | (m.flags & MS_RDONLY),
-                            controllers)  # fmt: skip
+            if own != "/" and controllers in points:
+                linux.mount(points[controllers] + own, _fdpath(sfd), None, MS_BIND)
+            elif controllers:
+                linux.mount("cgroup", _fdpath(sfd), "cgroup", base | ro, controllers)
             else:
-                linux.mount("cgroup2", _fdpath(sfd), "cgroup2", base | (m.flags & MS_RDONLY))
+                linux.mount("cgroup2", _fdpath(sfd), "cgroup2", base | ro)
         except OSError:
             pass  # a hierarchy we may not mount here: leave its dir empty, as runc does
         finally:
             os.close(sfd)
-    if m.flags & MS_RDONLY:
+        if ro and own != "/" and controllers in points:
+            try:
+                _remount_bind(rootfd, sub, MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)
+            except OSError:
+                pass
+    if ro:
         _remount_bind(rootfd, m.destination, m.flags | MS_RDONLY)
+
+
+def _cgroup_mount_points() -> dict[str, str]:
+    """The host's cgroup mounts: controllers as /proc/self/cgroup names them -> mount point."""
+    out: dict[str, str] = {}
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            left, _, right = line.partition(" - ")
+            fields, rfields = left.split(), right.split()
+            if len(rfields) < 3 or len(fields) < 5:
+                continue
+            if rfields[0] == "cgroup2":
+                out.setdefault("", fields[4])
+            elif rfields[0] == "cgroup":
+                opts = rfields[2].split(",")
+                names = [o for o in opts if o not in ("rw", "ro", "nosuid", "nodev", "noexec",
+                                                       "relatime", "noatime", "xattr",
+                                                       "clone_children")]  # fmt: skip
+                # /proc/self/cgroup lists co-mounted controllers comma-joined (cpu,cpuacct),
+                # in the kernel's order, which the super options share
+                out.setdefault(",".join(names), fields[4])
+    return out
 
 
 def populate_dev(rootfd: int, console: bool) -> None:
@@ -525,6 +573,25 @@ def pivot(rootfd: int, no_pivot: bool) -> None:
         linux.pivot_root(".", ".")
         linux.umount2(".", linux.MNT_DETACH)
     os.chdir("/")
+
+
+def parent_mount_private(root: str) -> None:
+    """pivot_root refuses a new root that is, or whose parent mount is, shared (as with
+    rootfsPropagation "shared"): before the rootfs is mounted, make just the mount it sits
+    on private, in our own namespace, so the rootfs mount is made private too (runc's
+    rootfsParentMountPrivate). The configured propagation is applied to "/" after pivot."""
+    here = os.path.realpath(os.path.dirname(root.rstrip("/")) or "/")
+    best = ""
+    shared = False
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            fields = line.split(" - ")[0].split()
+            point = fields[4].replace("\\040", " ")
+            inside = here == point or here.startswith(point.rstrip("/") + "/")
+            if inside and len(point) >= len(best):
+                best, shared = point, any(o.startswith("shared:") for o in fields[6:])
+    if best and shared:
+        linux.mount(None, best, None, MS_PRIVATE)
 
 
 def finalize(readonly_root: bool) -> None:

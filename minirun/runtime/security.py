@@ -20,7 +20,7 @@ import _prctl
 from minirun.errors import RuntimeFailure
 from minirun.runtime import linux
 
-_RLIMITS = {
+RLIMIT_NAMES = {
     "RLIMIT_CPU": 0, "RLIMIT_FSIZE": 1, "RLIMIT_DATA": 2, "RLIMIT_STACK": 3, "RLIMIT_CORE": 4,
     "RLIMIT_RSS": 5, "RLIMIT_NPROC": 6, "RLIMIT_NOFILE": 7, "RLIMIT_MEMLOCK": 8, "RLIMIT_AS": 9,
     "RLIMIT_LOCKS": 10, "RLIMIT_SIGPENDING": 11, "RLIMIT_MSGQUEUE": 12, "RLIMIT_NICE": 13,
@@ -136,9 +136,9 @@ def parse_user(user: dict[str, Any] | None) -> User:
 def parse_rlimits(rlimits: list[dict[str, Any]] | None) -> list[tuple[int, int, int]]:
     out = []
     for r in rlimits or ():
-        if r["type"] not in _RLIMITS:
+        if r["type"] not in RLIMIT_NAMES:
             raise RuntimeFailure(f"unknown rlimit {r['type']!r}")
-        out.append((_RLIMITS[r["type"]], int(r["soft"]), int(r["hard"])))
+        out.append((RLIMIT_NAMES[r["type"]], int(r["soft"]), int(r["hard"])))
     return out
 
 
@@ -180,7 +180,9 @@ def apply_user_and_caps(user: User, caps: Caps | None) -> None:
         [c for c in known if c not in i],
     )  # fmt: skip
     linux.prctl(linux.PR_CAP_AMBIENT, linux.PR_CAP_AMBIENT_CLEAR_ALL)
-    for cap in sorted(caps.ambient):
+    for cap in sorted(caps.ambient & p & i):
+        # a cap can only be ambient if it is permitted and inheritable; runc skips the
+        # others the same way instead of failing the container
         linux.prctl(linux.PR_CAP_AMBIENT, linux.PR_CAP_AMBIENT_RAISE, cap)
     linux.prctl(linux.PR_SET_KEEPCAPS, 0)
 

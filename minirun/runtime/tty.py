@@ -38,7 +38,8 @@ def _winsize(rows: int, cols: int) -> bytes:
 # --- child side --------------------------------------------------------------------------
 
 
-def child_open_pty(sock: socket.socket, console_size: dict[str, Any] | None, console: bool = True) -> int:
+def child_open_pty(sock: socket.socket, console_size: tuple[int, int] | None,
+                   console: bool = True) -> int:
     """Runs after pivot_root: open the container's /dev/ptmx, send the master to the
     parent, bind the slave over /dev/console (not for exec: that would change the running
     container's console). Returns the slave fd."""
@@ -47,14 +48,20 @@ def child_open_pty(sock: socket.socket, console_size: dict[str, Any] | None, con
     # TIOCGPTPEER opens the slave from the master itself: no path lookup to race
     slave = fcntl.ioctl(master, TIOCGPTPEER, os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
     if console_size:
-        h, w = int(console_size.get("height", 0)), int(console_size.get("width", 0))
+        h, w = console_size
         if h and w:
             fcntl.ioctl(slave, termios.TIOCSWINSZ, _winsize(h, w))
-    socket.send_fds(sock, [b"m"], [master])
+    # the payload names the slave, as runc's console socket protocol does
+    socket.send_fds(sock, [b"/dev/pts/" + str(_pty_number(master)).encode()], [master])
     os.close(master)
     if console and os.path.exists("/dev/console"):
         linux.mount(f"/proc/self/fd/{slave}", "/dev/console", None, linux.MS_BIND)
     return slave
+
+
+def _pty_number(master: int) -> int:
+    TIOCGPTN = 0x80045430  # noqa: N806
+    return int(struct.unpack("I", fcntl.ioctl(master, TIOCGPTN, b"\0" * 4))[0])
 
 
 def child_make_controlling(slave: int) -> None:

@@ -462,9 +462,21 @@ def test_prestart_failure_kills_the_child_and_raises(rootfs: OverlayRootfs) -> N
     assert _mountinfo() == before
 
 
-def test_cgroup_procs_are_joined_before_exec(rootfs: OverlayRootfs, tmp_path: Path) -> None:
-    """The child writes itself into each given cgroup.procs file (a plain file here)."""
-    procs = tmp_path / "cgroup.procs"
-    procs.write_text("")
-    assert run_capture(sh("true"), rootfs, cgroup_procs=[str(procs)])[0] == 0
-    assert procs.read_text() == "0"
+def test_the_cgroup_of_cgroups_path_is_joined_before_exec(rootfs: OverlayRootfs) -> None:
+    """The runtime makes linux.cgroupsPath's cgroup, the child joins it before it unshares
+    its cgroup namespace, and delete removes it."""
+    path = f"/minirun-test/{os.getpid()}-{time.monotonic_ns()}"
+    spec = sh("true")
+    spec["linux"]["cgroupsPath"] = path
+    spec["linux"]["resources"] = {"pids": {"limit": 64}}
+    seen: list[str] = []
+    code, _, _ = run_capture(spec, rootfs, prestart=lambda pid: seen.append(
+        open(f"/proc/{pid}/cgroup").read()))
+    assert code == 0
+    assert path in seen[0]
+    from minirun.runtime import cgroups
+
+    assert cgroups.Cgroup.open(path) is None  # deleted with the container
+    parent = cgroups.Cgroup.open("/minirun-test")
+    if parent is not None:
+        parent.remove()

@@ -1,0 +1,216 @@
+"""The runtime without root: config.json validation, and the order in which the container's
+setup process makes its syscalls for a given config (through the recording fake)."""
+
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from minirun.runtime import config, linux
+from minirun.runtime.api import Runtime
+from minirun.runtime.child import CREATED, Plan, become
+from minirun.runtime.config import ConfigError
+from minirun.runtime.syscalls import ExecReached, Recorder
+
+BASE: dict[str, Any] = {
+    "ociVersion": "1.2.0",
+    "root": {"path": "rootfs"},
+    "process": {"args": ["sh", "-c", "true"], "cwd": "/", "env": ["PATH=/bin"],
+                "user": {"uid": 1000, "gid": 1000},
+                "capabilities": {"bounding": ["CAP_KILL"], "effective": ["CAP_KILL"],
+                                 "permitted": ["CAP_KILL"]}},
+    "hostname": "box",
+    "mounts": [{"destination": "/proc", "type": "proc", "source": "proc"}],
+    "linux": {"namespaces": [{"type": t} for t in ("pid", "mount", "uts", "ipc", "network")],
+              "maskedPaths": ["/proc/kcore"], "readonlyPaths": ["/proc/sys"]},
+}  # fmt: skip
+
+
+def cfg(**changes: Any) -> dict[str, Any]:
+    c = copy.deepcopy(BASE)
+    for path, value in changes.items():
+        node = c
+        keys = path.split("__")
+        for k in keys[:-1]:
+            node = node.setdefault(k, {})
+        node[keys[-1]] = value
+    return c
+
+
+@pytest.fixture
+def bundle(tmp_path: Path) -> Path:
+    (tmp_path / "rootfs").mkdir()
+    return tmp_path
+
+
+# --- validation ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("changes", "field"),
+    [
+        ({"ociVersion": "2.0.0"}, "ociVersion"),
+        ({"ociVersion": 1}, "ociVersion"),
+        ({"process__args": []}, "process.args"),
+        ({"process__cwd": "relative"}, "process.cwd"),
+        ({"process__user": {"uid": -1}}, "process.user.uid"),
+        ({"process__user": {"uid": "root"}}, "process.user.uid"),
+        ({"process__capabilities": {"bounding": ["CAP_NOPE"]}}, "process.capabilities.bounding[0]"),
+        ({"process__rlimits": [{"type": "RLIMIT_BOGUS", "soft": 1, "hard": 1}]}, "process.rlimits[0].type"),
+        ({"process__oomScoreAdj": 5000}, "process.oomScoreAdj"),
+        ({"linux__namespaces": [{"type": "bogus"}]}, "linux.namespaces[0].type"),
+        ({"linux__namespaces": [{"type": "mount"}, {"type": "mount"}]}, "linux.namespaces[1].type"),
+        ({"linux__namespaces": [{"type": "pid"}]}, "linux.namespaces"),
+        ({"linux__namespaces": [{"type": "mount"}, {"type": "net", "path": "x"}]}, "linux.namespaces[1].type"),
+        ({"mounts": [{"destination": "", "type": "proc"}]}, "mounts[0].destination"),
+        ({"linux__sysctl": {"kernel.panic": "1"}}, "linux.sysctl.kernel.panic"),
+        ({"linux__sysctl": {"net.ipv4.ip_forward": 1}}, "linux.sysctl.net.ipv4.ip_forward"),
+        ({"linux__devices": [{"path": "/dev/x", "type": "z"}]}, "linux.devices[0].type"),
+        ({"linux__uidMappings": [{"containerID": 0, "hostID": 1000, "size": 1}]}, "linux.uidMappings"),
+        ({"linux__seccomp": {"defaultAction": "SCMP_ACT_ALLOW", "listenerPath": "/x"}}, "linux.seccomp.listenerPath"),
+        ({"linux__rootfsPropagation": "sideways"}, "linux.rootfsPropagation"),
+        ({"hooks": {"prestart": [{"path": "relative"}]}}, "hooks.prestart[0].path"),
+        ({"hooks": {"poststop": [{"path": "/bin/true", "timeout": 0}]}}, "hooks.poststop[0].timeout"),
+        ({"root": {"path": ""}}, "root.path"),
+        ({"annotations": {"a": 1}}, "annotations.a"),
+    ],
+)  # fmt: skip
+def test_invalid_values_name_their_field(bundle: Path, changes: dict[str, Any], field: str) -> None:
+    with pytest.raises(ConfigError) as e:
+        config.parse(cfg(**changes), str(bundle))
+    assert str(e.value).startswith(field + ":"), str(e.value)
+
+
+def test_versions_and_unknown_fields(bundle: Path) -> None:
+    for v in ("1.0.0", "1.0.2-dev", "1.1.0", "1.2.0", "1.3.1"):
+        config.parse(cfg(ociVersion=v, someFutureField={"x": 1}, linux__future=True), str(bundle))
+    c = config.parse(cfg(process__apparmorProfile="p", linux__mountLabel="m"), str(bundle))
+    assert "process.apparmorProfile" in c.ignored and "linux.mountLabel" in c.ignored
+
+
+def test_load_reads_the_bundle(bundle: Path) -> None:
+    with pytest.raises(ConfigError, match="no such file"):
+        config.load(str(bundle))
+    (bundle / "config.json").write_text("{not json")
+    with pytest.raises(ConfigError, match="cannot read"):
+        config.load(str(bundle))
+    import json
+
+    (bundle / "config.json").write_text(json.dumps(cfg()))
+    c = config.load(str(bundle))
+    assert c.root_path == str(bundle / "rootfs") and c.process is not None
+    assert c.process.args == ["sh", "-c", "true"]
+
+
+# --- the order of operations -----------------------------------------------------------------
+
+
+def plan_for(bundle: Path, raw: dict[str, Any]) -> Plan:
+    c = config.parse(raw, str(bundle))
+    rt = Runtime(str(bundle / "state"))
+    return rt._plan(c, None, False, 0)
+
+
+def record(plan: Plan, *, gate: bool = True) -> Recorder:
+    sc = Recorder()
+    r, w = os.pipe()
+    try:
+        with pytest.raises(ExecReached):
+            become(plan, (None, None, None), w, (w, r) if gate else None, None, sc)
+    finally:
+        os.close(r)
+        os.close(w)
+    return sc
+
+
+def test_create_order(bundle: Path) -> None:
+    plan = plan_for(bundle, cfg())
+    plan.fifo = 7
+    names = record(plan).names()
+    # what runc does, in its order: isolate, mount, hooks, pivot, then the process
+    assert names == [
+        "set_dumpable", "setup_stdio", "set_umask", "unshare", "sethostname", "loopback_up",
+        "set_propagation", "bind_root", "open_root", "mount_all", "rendezvous", "mask_paths",
+        "make_dir_in_root", "pivot", "close", "chdir", "lookup", "wait_for_start",
+        "set_user_and_caps", "prepare_exec", "execve",
+    ]
+    calls = dict(record(plan).calls)
+    flags = calls["unshare"][0]
+    assert flags == linux.CLONE_NEWNS | linux.CLONE_NEWUTS | linux.CLONE_NEWIPC | linux.CLONE_NEWNET
+    assert not flags & linux.CLONE_NEWPID  # the parent unshares PID before its fork
+    assert calls["execve"] == ("/bin/sh", ["sh", "-c", "true"])
+
+
+def test_seccomp_before_the_capability_drop_unless_no_new_privs(bundle: Path) -> None:
+    plan = plan_for(bundle, cfg())
+    plan.seccomp = object()
+    names = record(plan).names()
+    assert names.index("load_seccomp") < names.index("set_user_and_caps")
+    plan.no_new_privs = True
+    names = record(plan).names()
+    assert (names.index("set_user_and_caps") < names.index("set_no_new_privs")
+            < names.index("load_seccomp") < names.index("execve"))  # fmt: skip
+
+
+def test_joined_namespaces_sysctl_and_readonly_root(bundle: Path, tmp_path: Path) -> None:
+    raw = cfg(root={"path": "rootfs", "readonly": True}, linux__sysctl={"net.ipv4.ip_forward": "1"},
+              process__oomScoreAdj=100)  # fmt: skip
+    raw["linux"]["namespaces"][4] = {"type": "network", "path": "/proc/self/ns/net"}
+    plan = plan_for(bundle, raw)
+    try:
+        sc = record(plan)
+    finally:
+        for fd, _ in plan.join:
+            os.close(fd)
+    names = sc.names()
+    assert names.index("setns") < names.index("unshare")
+    assert "loopback_up" not in names  # a joined network namespace is not ours to change
+    writes = [a for c, a in sc.calls if c == "write_file"]
+    assert ("/proc/self/oom_score_adj", "100") in writes
+    assert ("/proc/sys/net/ipv4/ip_forward", "1") in writes
+    assert names.index("pivot") < names.index("readonly_root") < names.index("execve")
+
+
+def test_overlay_rootfs_and_hooks(bundle: Path) -> None:
+    from minirun.runtime import OverlayRootfs
+
+    raw = cfg(hooks={"createContainer": [{"path": "/bin/true"}],
+                     "startContainer": [{"path": "/bin/true"}]})  # fmt: skip
+    c = config.parse(raw, str(bundle))
+    plan = Runtime(str(bundle / "s"))._plan(
+        c, OverlayRootfs(["/l1", "/l2"], "/up", "/work", str(bundle / "rootfs")), False, 0)
+    names = record(plan).names()
+    assert "bind_root" not in names and names.index("mount_overlay") < names.index("open_root")
+    hooks = [i for i, n in enumerate(names) if n == "run_hook"]
+    assert names.index("rendezvous") < hooks[0] < names.index("pivot")  # createContainer
+    assert names.index("set_user_and_caps") < hooks[1] < names.index("execve")  # startContainer
+
+
+def test_exec_joins_and_chroots_instead_of_mounting() -> None:
+    plan = Plan()
+    plan.args, plan.env = ["ls"], {"PATH": "/bin"}
+    plan.join = [(50, linux.CLONE_NEWNET), (51, linux.CLONE_NEWNS)]
+    plan.chroot_fd = 52
+    plan.cgroup_procs = ["/sys/fs/cgroup/x/cgroup.procs"]
+    names = record(plan, gate=False).names()
+    assert names == ["set_dumpable", "setup_stdio", "set_umask", "write_file", "setns", "close", "setns",
+                     "close", "chroot_fd", "close", "chdir", "lookup", "set_user_and_caps",
+                     "prepare_exec", "execve"]  # fmt: skip
+
+
+def test_created_record_is_sent_before_waiting(bundle: Path) -> None:
+    plan = plan_for(bundle, cfg())
+    plan.fifo = 9
+    sc = Recorder()
+    r, w = os.pipe()
+    try:
+        with pytest.raises(ExecReached):
+            become(plan, (None, None, None), w, None, None, sc)
+        assert os.read(r, 16) == CREATED
+    finally:
+        os.close(r)
+        os.close(w)
