@@ -12,9 +12,11 @@ PYTHON     = $(shell for p in /usr/bin/python3.13 /usr/bin/python3.12 /usr/bin/p
                then command -v $$p; break; fi; done)
 # nftables: bridge networking's masquerade and isolation rules (podman only suggests a
 # firewall, so a --no-install-recommends install would not bring one).
+# podman + conmon, containerd (ctr, its runc shim), runc and crun: the real clients and
+# peers minirun-runtime is tested and benchmarked against; hyperfine times the benches.
 APT_PKGS  := python3 python3-venv python3-dev gcc make libcap-dev busybox-static zstd \
-             iproute2 util-linux procps docker-registry skopeo podman runc debootstrap \
-             libseccomp2 libc6-dev nftables kmod
+             iproute2 util-linux procps docker-registry skopeo podman conmon runc crun \
+             containerd debootstrap libseccomp2 libc6-dev nftables kmod hyperfine
 PYTEST_ARGS ?=
 
 .PHONY: deps install images demo test lint bench clean
@@ -48,6 +50,7 @@ install: deps $(STAMP) $(BIN)/minirun-shim $(BIN)/minirun-init
 	@# bytecode up front: with PYTHONDONTWRITEBYTECODE set, every start would recompile.
 	@$(BIN)/python -m compileall -q minirun >/dev/null
 	ln -sf $(CURDIR)/$(BIN)/minirun /usr/local/bin/minirun
+	ln -sf $(CURDIR)/$(BIN)/minirun-runtime /usr/local/bin/minirun-runtime
 	@echo "installed: $$(command -v minirun) -> $(CURDIR)/$(BIN)/minirun"
 
 images: install
