@@ -22,7 +22,7 @@ def container_inspect(containers: Containers, rec: ContainerRecord) -> dict[str,
         spec = json.loads((cdir / "config.json").read_bytes())
     except (OSError, ValueError):
         spec = {}
-    opts = rec.extra.get("options", {})
+    opts = rec.options
     proc = spec.get("process", {})
     status = rec.effective_status()
     upper = str(cdir / "upper")
@@ -46,25 +46,25 @@ def container_inspect(containers: Containers, rec: ContainerRecord) -> dict[str,
         "ResolvConfPath": str(cdir / "resolv.conf"),
         "Config": {
             "Hostname": spec.get("hostname", ""),
-            "User": opts.get("user") or "",
+            "User": opts.user or "",
             "Tty": bool(proc.get("terminal")),
-            "OpenStdin": bool(opts.get("interactive")),
+            "OpenStdin": opts.interactive,
             "Env": proc.get("env", []),
-            "Cmd": opts.get("command") or None,
+            "Cmd": opts.command or None,
             "Image": rec.image,
             "WorkingDir": proc.get("cwd", "/"),
-            "Entrypoint": opts.get("entrypoint"),
+            "Entrypoint": opts.entrypoint,
         },
         "HostConfig": {
-            "Binds": opts.get("volumes", []),
-            "Tmpfs": opts.get("tmpfs", []),
-            "ReadonlyRootfs": bool(opts.get("read_only")),
-            "CapAdd": opts.get("cap_add", []),
-            "CapDrop": opts.get("cap_drop", []),
-            "SecurityOpt": ["no-new-privileges"] if opts.get("no_new_privileges") else [],
+            "Binds": opts.volumes,
+            "Tmpfs": opts.tmpfs,
+            "ReadonlyRootfs": opts.read_only,
+            "CapAdd": opts.cap_add,
+            "CapDrop": opts.cap_drop,
+            "SecurityOpt": ["no-new-privileges"] if opts.no_new_privileges else [],
             "AutoRemove": rec.auto_remove,
             "NoPivotRoot": rec.no_pivot,
-            "Init": bool(opts.get("init")),
+            "Init": opts.init,
             **_resources(rec),
         },
         "NetworkSettings": _network_settings(containers, rec, status == "running"),
@@ -85,16 +85,16 @@ def container_inspect(containers: Containers, rec: ContainerRecord) -> dict[str,
 
 def _resources(rec: ContainerRecord) -> dict[str, Any]:
     """Docker's HostConfig names for the limits, as applied (0 = unset)."""
-    res = rec.extra.get("resources") or {}
-    quota, period = res.get("cpu_quota"), res.get("cpu_period") or 100_000
+    res = rec.resources
+    quota, period = res.cpu_quota, res.cpu_period or 100_000
     return {
-        "Memory": res.get("memory") or 0,
-        "MemorySwap": res.get("memory_swap") or 0,
+        "Memory": res.memory or 0,
+        "MemorySwap": res.memory_swap or 0,
         "NanoCpus": int(quota * 1e9 / period) if quota else 0,
         "CpuQuota": quota or 0,
         "CpuPeriod": period if quota else 0,
-        "CpuShares": res.get("cpu_shares") or 0,
-        "PidsLimit": res.get("pids_limit") or 0,
+        "CpuShares": res.cpu_shares or 0,
+        "PidsLimit": res.pids_limit or 0,
     }
 
 
@@ -103,5 +103,5 @@ def _network_settings(containers: Containers, rec: ContainerRecord, running: boo
     (empty once the container stopped, as in Docker)."""
     from minirun.network.attach import settings
 
-    request = rec.extra.get("network") or {"mode": "none"}
+    request = rec.network or {"mode": "none"}
     return settings(containers.store, rec.id, request, running)

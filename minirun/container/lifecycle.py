@@ -15,7 +15,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -109,10 +109,8 @@ def create(store: Store, image: str, opts: RunOptions,
             id=cid, name="", image=image, image_id=img.id, args=spec["process"]["args"][2 if opts.init else 0:],
             created=time.time(), lowerdirs=lowerdirs,
             diff_ids=[layer.diff_id for layer in reversed(img.layers)],
-            auto_remove=opts.remove, no_pivot=opts.chroot,
-            extra={"options": asdict(opts), "stop_signal": image_cfg.get("StopSignal"),
-                   "resources": asdict(resources), "cgroup": True,
-                   "network": network})
+            auto_remove=opts.remove, no_pivot=opts.chroot, options=opts,
+            stop_signal=image_cfg.get("StopSignal"), resources=resources, network=network)
         containers.register(rec, opts.name)
     except BaseException:
         from minirun.network import attach as net
@@ -154,12 +152,14 @@ def _fresh_runtime(store: Store, rec: ContainerRecord) -> Runtime:
     return rt
 
 
-def _mark_started(containers: Containers, rec: ContainerRecord, pid: int, **extra: Any) -> None:
+def _mark_started(containers: Containers, rec: ContainerRecord, pid: int) -> None:
+    """The container runs, supervised by this process (the shim it becomes, or this
+    foreground minirun)."""
     rec.status, rec.pid, rec.started_at = "running", pid, time.time()
     rec.pid_start = process_start_time(pid)
     rec.exit_code, rec.finished_at = 0, 0.0
-    rec.extra.update(extra)
-    rec.extra.pop("oom_killed", None)
+    rec.supervisor_pid, rec.supervisor_start = os.getpid(), process_start_time(os.getpid())
+    rec.oom_killed = False
     with contextlib.suppress(FileNotFoundError):
         containers.exit_file(rec.id).unlink()
     containers.save(rec)
@@ -178,7 +178,7 @@ def start(store: Store, rec: ContainerRecord, stdin_open: bool) -> int:
     def started(pid: int) -> None:
         # this minirun is the container's supervisor: while it lives, readers wait for
         # it to record the exit status instead of guessing one
-        _mark_started(containers, rec, pid, shim=[os.getpid(), process_start_time(os.getpid())])
+        _mark_started(containers, rec, pid)
 
     rt = _fresh_runtime(store, rec)
     devnull = None
@@ -205,13 +205,13 @@ def finish(store: Store, rec: ContainerRecord, code: int | None, pid: int | None
     ``pid``: the process that ended; if the record names another, a newer run of the
     container (``restart``) owns it now and there is nothing to do."""
     containers = Containers(store)
-    if pid is not None and (rec.extra.get("shim") or [None])[0] != os.getpid():
+    if pid is not None and rec.supervisor_pid != os.getpid():
         return  # not the supervisor of the current run: a restart has replaced it
     finished = time.time()
     if code is None:
         code, finished = containers.read_exit(rec.id) or (137, finished)
     rec.status, rec.exit_code, rec.finished_at, rec.pid = "exited", code, finished, 0
-    rec.extra.update(containers._oom(rec))  # before the runtime deletes the cgroup
+    rec.oom_killed = containers.oom_killed(rec)  # before the runtime deletes the cgroup
     _release_network(store, rec)
     _delete_runtime_state(store, rec)
     if rec.auto_remove:
@@ -282,7 +282,7 @@ def _monitor(store: Store, rec: ContainerRecord, bundle: str, rootfs: OverlayRoo
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
         rt = _fresh_runtime(store, rec)
-        terminal = bool((rec.extra.get("options") or {}).get("tty"))
+        terminal = rec.options.tty
         psock = csock = None
         if terminal:
             import socket
@@ -310,8 +310,7 @@ def _monitor(store: Store, rec: ContainerRecord, bundle: str, rootfs: OverlayRoo
             out_r = master
             os.close(err_r)
             err_r = -1
-        _mark_started(containers, rec, created.pid,
-                      shim=[os.getpid(), process_start_time(os.getpid())])
+        _mark_started(containers, rec, created.pid)
         os.write(status_w, b"OK")
         os.close(status_w)
         for fd in (out_r, err_r):
@@ -356,7 +355,7 @@ def _network_hook(store: Store, rec: ContainerRecord) -> Any:
     port proxy); None for --network none/host, which then never import pyroute2."""
     from minirun.network import attach as net
 
-    if not net.uses_bridge((rec.extra.get("network") or {}).get("mode", "none")):
+    if not net.uses_bridge(rec.network.get("mode", "none")):
         return None
     return net.hook(store, rec.id)
 
@@ -366,7 +365,7 @@ def _release_network(store: Store, rec: ContainerRecord) -> None:
     (a newer run of it, after a restart, keeps its own)."""
     from minirun.network import attach as net
 
-    if net.uses_bridge((rec.extra.get("network") or {}).get("mode", "none")):
+    if net.uses_bridge(rec.network.get("mode", "none")):
         net.release(store, rec.id, only_dead=True)
 
 
@@ -452,7 +451,7 @@ def stop(store: Store, rec: ContainerRecord, timeout: float = 10.0) -> None:
     containers = Containers(store)
     if not rec.alive():
         return
-    sig = _signal_number(rec.extra.get("stop_signal") or "SIGTERM")
+    sig = _signal_number(rec.stop_signal or "SIGTERM")
     kill(store, rec, sig)
     if not _wait_exit(containers, rec, timeout):
         with contextlib.suppress(ContainerError):

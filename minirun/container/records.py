@@ -23,6 +23,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from minirun.container.resources import Resources, engine_path
+from minirun.container.spec import RunOptions
 from minirun.errors import ContainerError, ContainerNotFound, ImageNotFound, NameInUse, UsageError
 from minirun.humanize import ago, human_duration
 from minirun.image.store import Store
@@ -51,7 +53,31 @@ class ContainerRecord:
     started_at: float = 0.0
     finished_at: float = 0.0
     exit_code: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
+    options: RunOptions = field(default_factory=RunOptions)  # the run flags, as given
+    resources: Resources = field(default_factory=Resources)  # the limits, as applied
+    stop_signal: str | None = None  # the image's StopSignal
+    network: dict[str, Any] = field(default_factory=dict)  # network/attach's request record
+    # the process supervising the current run (the shim, or a foreground minirun) and its
+    # start time: while it lives, it is the one to record the exit status
+    supervisor_pid: int = 0
+    supervisor_start: str = ""
+    oom_killed: bool = False
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> ContainerRecord:
+        extra = d.pop("extra", None) or {}  # records written before the typed fields
+        if extra:
+            d.setdefault("options", extra.get("options") or {})
+            d.setdefault("resources", extra.get("resources") or {})
+            d.setdefault("stop_signal", extra.get("stop_signal"))
+            d.setdefault("network", extra.get("network") or {})
+            d.setdefault("oom_killed", bool(extra.get("oom_killed")))
+            shim = extra.get("shim") or [0, ""]
+            d.setdefault("supervisor_pid", shim[0])
+            d.setdefault("supervisor_start", shim[1])
+        d["options"] = RunOptions(**(d.get("options") or {}))
+        d["resources"] = Resources(**(d.get("resources") or {}))
+        return cls(**d)
 
     def alive(self) -> bool:
         return self.status == "running" and self.pid > 0 and _start_time(self.pid) == self.pid_start
@@ -60,10 +86,6 @@ class ContainerRecord:
         if self.status == "running" and not self.alive():
             return "exited"
         return self.status
-
-    @property
-    def oom_killed(self) -> bool:
-        return bool(self.extra.get("oom_killed"))
 
     def status_text(self, now: float | None = None) -> str:
         """``Up 3 minutes`` / ``Exited (0) 5 seconds ago`` / ``Created``, as ``docker ps``.
@@ -110,9 +132,9 @@ class Containers:
     def _load(self, cid: str) -> ContainerRecord | None:
         try:
             d = json.loads(self._path(cid).read_bytes())
-        except (FileNotFoundError, NotADirectoryError, ValueError):
+            return ContainerRecord.from_json(d)
+        except (FileNotFoundError, NotADirectoryError, ValueError, TypeError):
             return None
-        return ContainerRecord(**d)
 
     def save(self, rec: ContainerRecord) -> None:
         """Write then rename, without fsync: the record is rewritten at every state change
@@ -143,27 +165,24 @@ class Containers:
         (minirun or the machine went down) — 137, as it was killed along with them."""
         if rec.status != "running" or rec.alive():
             return rec
-        shim = rec.extra.get("shim")
-        if shim and _start_time(shim[0]) == shim[1] and not self.exit_file(rec.id).exists():
+        sup = rec.supervisor_pid
+        if sup and _start_time(sup) == rec.supervisor_start and not self.exit_file(rec.id).exists():
             return rec  # the container just ended; its shim is about to write the status
         code, finished = self.read_exit(rec.id) or (137, time.time())
         rec.status, rec.exit_code, rec.finished_at, rec.pid = "exited", code, finished, 0
-        rec.extra.update(self._oom(rec))
+        rec.oom_killed = self.oom_killed(rec)
         with contextlib.suppress(OSError):
             if self.dir(rec.id).is_dir():
                 self.save(rec)
         return rec
 
     @staticmethod
-    def _oom(rec: ContainerRecord) -> dict[str, Any]:
+    def oom_killed(rec: ContainerRecord) -> bool:
         """OOMKilled, read from the container's cgroup while it still exists."""
-        if not rec.extra.get("cgroup"):
-            return {}
-        from minirun.container.resources import engine_path
         from minirun.runtime import cgroups
 
         cg = cgroups.Cgroup.open(engine_path(rec.id))
-        return {"oom_killed": bool(cg and cg.oom_killed())}
+        return rec.oom_killed or bool(cg and cg.oom_killed())
 
     def new_id(self) -> str:
         """A fresh 64-hex ID and its (empty, private) directory."""
@@ -216,6 +235,7 @@ class Containers:
                 if name in taken:
                     name += str(n % 100)
             rec.name = name
+            self.store.pin(rec.id, rec.image_id)  # rmi spares the images containers use
             self.save(rec)
 
     def remove(self, rec: ContainerRecord, force: bool = False) -> None:
@@ -234,7 +254,9 @@ class Containers:
         try:
             os.rename(self.dir(cid), doomed)
         except FileNotFoundError:
+            self.store.unpin(cid)
             return
+        self.store.unpin(cid)
         _rmtree(str(doomed))
 
 

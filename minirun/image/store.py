@@ -156,7 +156,8 @@ class Store:
         self.images_dir = self.root / "images"
         self.tmp = self.root / "tmp"
         self.locks = self.root / "locks"
-        self.containers = self.root / "containers"
+        self.containers = self.root / "containers"  # owned by container.records
+        self.pins = self.root / "pins"  # <holder id> -> the image ID it keeps from rmi
         self._repos_path = self.root / "repositories.json"
         self._ready = False
 
@@ -167,7 +168,8 @@ class Store:
         if self._ready:
             return
         try:
-            for d in (self.blobs, self.links, self.images_dir, self.tmp, self.locks, self.containers):
+            for d in (self.blobs, self.links, self.images_dir, self.tmp, self.locks, self.containers,
+                      self.pins):
                 d.mkdir(parents=True, exist_ok=True)
             os.chmod(self.root, 0o711)
         except PermissionError:
@@ -442,17 +444,30 @@ class Store:
                 repos[f"{name}@{digest}"] = image_id
                 self._write_repos(repos)
 
-    def containers_using(self, image_id: str) -> list[str]:
-        """IDs of containers (any state) made from this image; they pin its layers."""
+    def pin(self, holder: str, image_id: str) -> None:
+        """Keep ``image_id`` (and its layers) from ``rmi`` while ``holder`` (a container)
+        exists. Call under :meth:`lock`, after checking the image is still there. The store
+        knows its users only by these pins: it never reads the users' own records."""
+        self.ensure()
+        tmp = self.pins / f".{holder}.{os.getpid()}"
+        tmp.write_text(image_id)
+        os.replace(tmp, self.pins / holder)
+
+    def unpin(self, holder: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            (self.pins / holder).unlink()
+
+    def pinned_by(self, image_id: str) -> list[str]:
+        """The holders (container IDs) that keep this image."""
         out = []
-        if self.containers.is_dir():
-            for p in self.containers.glob("*/container.json"):
+        if self.pins.is_dir():
+            for p in self.pins.iterdir():
                 try:
-                    if json.loads(p.read_bytes()).get("image_id") == image_id:
-                        out.append(p.parent.name)
-                except (OSError, ValueError):
+                    if not p.name.startswith(".") and p.read_text() == image_id:
+                        out.append(p.name)
+                except OSError:
                     continue
-        return out
+        return sorted(out)
 
     def remove_image(self, text: str, force: bool = False) -> list[Removal]:
         """``rmi``: untag a name, and delete the image when no name is left. Layers go only
@@ -463,7 +478,7 @@ class Store:
             repos = self._read_repos()
             names = [k for k, v in repos.items() if v == rec.id]
             by_name = not refs.is_image_id(text) and self._image_id_by_name(text, repos) == rec.id
-            users = self.containers_using(rec.id)
+            users = self.pinned_by(rec.id)
             if by_name:
                 ref = str(refs.parse(text))
                 untag = [ref] if ref in repos else []

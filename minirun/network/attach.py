@@ -54,7 +54,7 @@ def prepare(store: Store, cid: str, *, mode: str, hostname: str, name: str | Non
             publish: list[str], publish_all: bool, dns_servers: list[str], add_hosts: list[str],
             image_cfg: dict[str, Any], hosts_path: Path, resolv_path: Path) -> dict[str, Any]:
     """Write the container's hosts and resolv.conf; on a bridge network allocate its
-    endpoint. Returns what the container record keeps (``extra["network"]``): the
+    endpoint. Returns what the container record keeps (its ``network`` field): the
     request, enough to allocate again when the container is started again."""
     mode = mode or DEFAULT_NETWORK
     if mode.startswith("container:"):
@@ -182,7 +182,7 @@ def hook(store: Store, cid: str) -> Any:
         rec = json.loads((store.containers / cid / "container.json").read_bytes())
     except (OSError, ValueError):
         return None
-    request = (rec.get("extra") or {}).get("network") or {}
+    request = rec.get("network") or (rec.get("extra") or {}).get("network") or {}
     if not uses_bridge(request.get("mode", "none")):
         return None
 
@@ -201,7 +201,7 @@ def attach(store: Store, cid: str, pid: int) -> Endpoint:
     nets = Networks(store)
     cdir = store.containers / cid
     rec = json.loads((cdir / "container.json").read_bytes())
-    request = rec["extra"]["network"]
+    request = rec.get("network") or rec["extra"]["network"]
     with nets.lock():
         state = State.load(_state_path(nets))
         ep = state.endpoints.get(cid)

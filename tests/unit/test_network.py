@@ -159,7 +159,7 @@ for mode in ("none", "host"):
     req = attach.prepare(Store(tmp / "store"), "c" * 64, mode=mode, hostname="h", name=None,
                          publish=[], publish_all=False, dns_servers=[], add_hosts=["a:10.0.0.1"],
                          image_cfg={{}}, hosts_path=tmp / "hosts", resolv_path=tmp / "resolv")
-    rec = ContainerRecord("c" * 64, "n", "i", "i", ["true"], 0.0, [], [], extra={{"network": req}})
+    rec = ContainerRecord("c" * 64, "n", "i", "i", ["true"], 0.0, [], [], network=req)
     assert lifecycle._network_hook(Store(tmp / "store"), rec) is None
     lifecycle._release_network(Store(tmp / "store"), rec)
 assert "pyroute2" not in " ".join(sys.modules), [m for m in sys.modules if "pyroute2" in m]

@@ -292,12 +292,13 @@ def test_rmi_unknown(loaded_store: Store) -> None:
 
 def test_rmi_refused_while_a_container_uses_it(loaded_store: Store) -> None:
     rec = loaded_store.resolve("busybox")
-    c = loaded_store.containers / ("c" * 64)
-    c.mkdir(parents=True)
-    (c / "container.json").write_text(json.dumps({"image_id": rec.id}))
+    with loaded_store.lock():
+        loaded_store.pin("c" * 64, rec.id)
     with pytest.raises(ImageInUse, match="cccccccccccc"):
         loaded_store.remove_image("busybox")
     assert loaded_store.resolve("busybox").id == rec.id
+    loaded_store.unpin("c" * 64)
+    loaded_store.remove_image("busybox")
 
 
 def test_add_image_config_digest_mismatch_writes_nothing(store: Store, make_image: Callable[..., Path],
