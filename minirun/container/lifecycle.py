@@ -392,21 +392,16 @@ def release(store: Store, rec: ContainerRecord) -> None:
 
 
 def kill(store: Store, rec: ContainerRecord, sig: int) -> None:
-    """Send a signal to the container's init, making sure the pid is still that process."""
+    """Send a signal to the container's init, through the runtime (a pidfd, checked
+    against the init's start time, so a reused pid is never signalled)."""
+    from minirun.runtime.state import StateError
+
     if not rec.alive():
         raise ContainerError(f"container {rec.name} is not running")
     try:
-        pidfd = os.pidfd_open(rec.pid)
-    except ProcessLookupError:
-        return
-    try:
-        if process_start_time(rec.pid) != rec.pid_start:
-            return  # the pid was reused after our check: not our container any more
-        signal.pidfd_send_signal(pidfd, sig)
-    except ProcessLookupError:
-        pass
-    finally:
-        os.close(pidfd)
+        runtime(store).kill(rec.id, sig)
+    except StateError:
+        pass  # it ended (and was deleted) between our check and the signal
 
 
 def _wait_exit(containers: Containers, rec: ContainerRecord, timeout: float | None) -> bool:

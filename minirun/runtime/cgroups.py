@@ -332,30 +332,6 @@ def _check_name(name: str, what: str = "cgroup name") -> None:
         raise RuntimeFailure(f"invalid {what} {name!r}")
 
 
-def _compat_path(path: str) -> tuple[str, str]:
-    """(path, name). A path from ``resolve_path`` starts with "/". A bare name is the
-    engine's legacy form (a container id, for ``/minirun/<id>``), kept so old callers
-    and tests keep working; new code passes ``resolve_path``'s result."""
-    if isinstance(path, str) and path.startswith("/"):
-        clean = _clean_path(path, "cgroup path")
-        return clean, clean
-    _check_name(path)
-    return f"/{PARENT}/{path}", path
-
-
-def _compat_resources(resources: object) -> Mapping[str, Any] | None:
-    """The OCI linux.resources object; a legacy engine record (anything with ``to_oci``,
-    i.e. ``container.resources.Resources``) is converted. Duck-typed on purpose: the
-    runtime does not import the engine."""
-    to_oci = getattr(resources, "to_oci", None)
-    if callable(to_oci):
-        converted: Mapping[str, Any] = to_oci()
-        return converted
-    if resources is None or isinstance(resources, Mapping):
-        return resources
-    raise RuntimeFailure(f"linux.resources: must be an object, got {resources!r}")
-
-
 # -- linux.resources: validation ----------------------------------------------------------
 
 
@@ -808,9 +784,9 @@ def _enable_controllers(path: str, controllers: Sequence[str]) -> None:
 class Cgroup:
     """The cgroup(s) of one container. Get one with ``create`` or ``open``."""
 
-    def __init__(self, path: str, dirs: dict[str, str], ver: int, name: str | None = None) -> None:
+    def __init__(self, path: str, dirs: dict[str, str], ver: int) -> None:
         self.path = path  # below each hierarchy's root, e.g. "/minirun/<id>"
-        self.name = name or path  # the legacy bare name when made that way, else the path
+        self.name = path
         self.version = ver
         # controller -> dir (v1); {"": dir} on v2. Co-mounted v1 controllers share a dir.
         self._dirs = dirs
@@ -854,9 +830,9 @@ class Cgroup:
     @classmethod
     def open(cls, path: str) -> Cgroup | None:
         """The existing cgroup at ``path`` (from ``resolve_path``), or None."""
-        path, name = _compat_path(path)
+        path = _clean_path(path, "cgroup path")
         dirs = {c: d for c, d in cls._locate(path).items() if os.path.isdir(d)}
-        return cls(path, dirs, version(), name) if dirs else None
+        return cls(path, dirs, version()) if dirs else None
 
     # -- creation and update ------------------------------------------------------------
 
@@ -874,11 +850,11 @@ class Cgroup:
         ``linux_devices`` entry (the spec's ``linux.devices``) appended. An existing
         empty cgroup (left by a crash) is reused; one with processes in it is an error.
         On failure, the dirs this call made are removed."""
-        path, name = _compat_path(path)
-        lim = _parse(_compat_resources(resources), linux_devices)
+        path = _clean_path(path, "cgroup path")
+        lim = _parse(resources, linux_devices)
         ver = version()
         notes = _check_version(lim, ver)
-        cg = cls(path, {}, ver, name)
+        cg = cls(path, {}, ver)
         try:
             if ver == 2:
                 cg._create_v2(lim)
@@ -909,7 +885,7 @@ class Cgroup:
         """Apply the fields given in ``resources`` (a partial ``linux.resources``) to
         the running container's cgroup; everything not given stays as it is. Given
         device rules replace the old ones (with the defaults appended, as in create)."""
-        lim = _parse(_compat_resources(resources), linux_devices)
+        lim = _parse(resources, linux_devices)
         notes = _check_version(lim, self.version)
         if self.version == 2:
             available = set(_read(f"{CGROUP_ROOT}/cgroup.controllers").split())

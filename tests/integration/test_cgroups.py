@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from minirun.container.resources import Resources, parse_resources, shares_to_weight
+from minirun.container.resources import Resources, engine_path, parse_resources, shares_to_weight
 from minirun.errors import RuntimeFailure
 from minirun.runtime import cgroups
 from minirun.runtime.cgroups import Cgroup, version
@@ -50,7 +50,7 @@ def cgroup() -> Iterator[MakeCgroup]:
     def make(res: Resources = Resources(), name: str | None = None) -> Cgroup:  # noqa: B008
         name = name or secrets.token_hex(32)
         names.append(name)
-        cg = Cgroup.create(name, res)
+        cg = Cgroup.create(engine_path(name), res.to_oci())
         made.append(cg)
         return cg
 
@@ -169,7 +169,7 @@ def test_join_puts_the_process_in_every_hierarchy(cgroup: MakeCgroup, spawn: Spa
     cg = cgroup(Resources(pids_limit=50))
     out, _ = spawn(cg, ["cat", "/proc/self/cgroup"]).communicate(timeout=10)
     lines = [line.split(":", 2) for line in out.splitlines()]
-    want = f"/minirun/{cg.name}"
+    want = cg.path
     if version() == 2:
         assert [path for _id, ctl, path in lines if ctl == ""] == [want]
     else:
@@ -235,7 +235,7 @@ def test_kill_all_remove_and_open(cgroup: MakeCgroup, spawn: Spawn) -> None:
     p = spawn(cg, ["sh", "-c", "sleep 100 & sleep 100 & echo up; wait"])
     assert p.stdout is not None and p.stdout.readline().strip() == "up"
     assert wait_for(lambda: len(cg.pids()) == 3)
-    assert Cgroup.open(cg.name) is not None
+    assert Cgroup.open(cg.path) is not None
     with pytest.raises(RuntimeFailure, match="still has processes"):
         cg.remove(timeout=0.2)  # busy: refuses, leaves it intact
     assert all(os.path.isdir(d) for d in cg.paths)
@@ -243,9 +243,9 @@ def test_kill_all_remove_and_open(cgroup: MakeCgroup, spawn: Spawn) -> None:
     p.communicate(timeout=10)
     assert p.returncode == -signal.SIGKILL
     cg.remove()
-    assert leftovers(cg.name) == []
+    assert leftovers(cg.path.rsplit("/", 1)[1]) == []
     cg.remove()  # idempotent
-    assert Cgroup.open(cg.name) is None
+    assert Cgroup.open(cg.path) is None
 
 
 def test_kill_all_with_sigterm(cgroup: MakeCgroup, spawn: Spawn) -> None:
@@ -264,7 +264,7 @@ def test_remove_takes_subcgroups(cgroup: MakeCgroup) -> None:
     for d in cg.paths:
         os.makedirs(f"{d}/sub/inner")
     cg.remove()
-    assert leftovers(cg.name) == []
+    assert leftovers(cg.path.rsplit("/", 1)[1]) == []
 
 
 def test_create_refuses_a_busy_cgroup_and_leaves_it(cgroup: MakeCgroup, spawn: Spawn) -> None:
@@ -272,7 +272,7 @@ def test_create_refuses_a_busy_cgroup_and_leaves_it(cgroup: MakeCgroup, spawn: S
     p = spawn(cg, ["sleep", "100"])
     assert wait_for(lambda: cg.pids() == [p.pid])
     with pytest.raises(RuntimeFailure, match="already has processes"):
-        Cgroup.create(cg.name, Resources())
+        Cgroup.create(cg.path, {})
     assert cg.pids() == [p.pid]  # the running container's cgroup is untouched
 
 
@@ -284,23 +284,23 @@ def test_reuses_an_empty_leftover(cgroup: MakeCgroup) -> None:
     assert read(cgfile(second, "pids", "pids.max")) == "7"
 
 
-def test_bad_names_are_refused() -> None:
-    for bad in ("", "..", "a/b", "."):
-        with pytest.raises(RuntimeFailure, match="invalid cgroup name"):
-            Cgroup.create(bad, Resources())
+def test_bad_paths_are_refused() -> None:
+    for bad in ("", "/", "/minirun/..", "/a/../../b", "/x\0y"):
+        with pytest.raises(RuntimeFailure):
+            Cgroup.create(bad, {})
 
 
 def test_missing_controller_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
     name = secrets.token_hex(32)
     if version() == 2:
         monkeypatch.setattr(cgroups, "_read", lambda path: "memory cpu")
-        pytest.raises(RuntimeFailure, Cgroup.create, name, Resources(pids_limit=5))
+        pytest.raises(RuntimeFailure, Cgroup.create, engine_path(name), {"pids": {"limit": 5}})
     else:
         mounts = dict(cgroups._v1_hierarchies())
         mounts.pop("pids", None)
         monkeypatch.setattr(cgroups, "_v1_mounts", mounts)
         with pytest.raises(RuntimeFailure, match="controller.* pids are not mounted"):
-            Cgroup.create(name, Resources(pids_limit=5))
+            Cgroup.create(engine_path(name), {"pids": {"limit": 5}})
     assert leftovers(name) == []
 
 
@@ -375,10 +375,10 @@ def test_v2_paths_on_the_hybrid_unified_hierarchy(
     monkeypatch.setattr(cgroups, "CGROUP_ROOT", f"{CG}/unified")
     monkeypatch.setattr(cgroups, "_version", 2)
     cg = cgroup()
-    assert cg.paths == [f"{CG}/unified/minirun/{cg.name}"]
+    assert cg.paths == [f"{CG}/unified{cg.path}"]
     p = spawn(cg, ["sh", "-c", "sleep 100 & echo up; wait"])
     assert p.stdout is not None and p.stdout.readline().strip() == "up"
-    assert f"0::/minirun/{cg.name}" in Path(f"/proc/{p.pid}/cgroup").read_text()
+    assert f"0::{cg.path}" in Path(f"/proc/{p.pid}/cgroup").read_text()
     assert wait_for(lambda: len(cg.pids()) == 2)
     st = cg.stats()
     assert st.pids == 2 and st.cpu_usage_ns > 0 and st.pids_limit is None
@@ -392,4 +392,4 @@ def test_v2_paths_on_the_hybrid_unified_hierarchy(
     q.communicate(timeout=10)
     assert q.returncode == -signal.SIGKILL
     cg.remove()
-    assert Cgroup.open(cg.name) is None
+    assert Cgroup.open(cg.path) is None

@@ -214,14 +214,14 @@ def test_create_with_limits(cg: Maker) -> None:
 
 
 def test_engine_records_and_paths(cg: Maker) -> None:
-    """The engine's shape: /minirun/<id> with ``Resources.to_oci()``; the legacy bare-id
-    ``open`` finds the same cgroup."""
+    """The engine's shape: /minirun/<id> with ``Resources.to_oci()``; ``open`` of the
+    same path finds it."""
     cid = secrets.token_hex(32)
     path = resolve_path(None, cid, default=engine_path(cid))
     c = cg(parse_resources(memory="32m", pids_limit=9).to_oci(), path=path)
     cg.tops.remove("/minirun")  # the engine's shared parent is not ours to remove
     try:
-        opened = Cgroup.open(cid)
+        opened = Cgroup.open(engine_path(cid))
         assert opened is not None and opened.paths == c.paths
         assert read(cgfile(c, "pids", "pids.max")) == "9"
         assert c.stats().memory_limit == 32 * MiB
