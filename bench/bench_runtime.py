@@ -75,6 +75,13 @@ def main() -> None:
                 continue
             state = base / f"state-{name}"
             cmd = [binary, "--root", str(state), "run", "--bundle", str(bundle), f"bench-{name}"]
+            probe = subprocess.run(cmd, capture_output=True, text=True)
+            if probe.returncode != 0:
+                # e.g. crun 1.8 refuses a cgroup v1 host with controllers on its hybrid
+                # cgroup2 mount: say so instead of timing a failure
+                reason = (probe.stderr.strip().splitlines() or ["?"])[-1]
+                print(f"  {name:<18} cannot run here: {reason}")
+                continue
             samples = measure(cmd, args.runs)
             medians[name] = statistics.median(samples)
             print(f"  {name:<18} median {medians[name]:6.1f} ms   min {min(samples):6.1f}   "

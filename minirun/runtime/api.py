@@ -365,14 +365,14 @@ class Runtime:
     ) -> int:
         """create + start + wait, attached (runc run): forward signals, copy the pty of a
         terminal process, return Docker's exit status; then delete, unless ``keep``."""
-        import socket
-
         from minirun.runtime import config as cfgmod
         from minirun.runtime import supervise
 
         cfg = config or cfgmod.load(bundle)
         psock = csock = None
         if cfg.process is not None and cfg.process.terminal:
+            import socket  # ~2 ms: only for a terminal
+
             psock, csock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         master = None
         try:
