@@ -224,3 +224,22 @@ def _no_real_store(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[
     """No test may fall back to /var/lib/minirun: point the default at a tmp dir."""
     monkeypatch.setenv("MINIRUN_ROOT", str(tmp_path / "default-root"))
     yield
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _remove_empty_test_cgroup_parents() -> Iterator[None]:
+    """The shared parents the tests' containers used (the engine's minirun/, the OCI
+    tests' minirun-oci/, minirun-test/): removed at the end when empty, so a test run
+    leaves no cgroup behind. rmdir only succeeds on an empty cgroup, so a parent still in
+    use by anything else stays."""
+    yield
+    if os.geteuid() != 0:
+        return
+    import glob
+
+    for name in ("minirun", "minirun-oci", "minirun-test"):
+        for d in glob.glob(f"/sys/fs/cgroup/*/{name}") + glob.glob(f"/sys/fs/cgroup/{name}"):
+            try:
+                os.rmdir(d)
+            except OSError:
+                pass

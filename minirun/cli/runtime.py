@@ -240,7 +240,8 @@ def run(ctx: click.Context, bundle: str, console_socket: str | None, pid_file: s
     sys.exit(code)
 
 
-@cli.command(name="exec", context_settings={"ignore_unknown_options": True})
+# the command's own flags follow the id: stop parsing ours there (runc does the same)
+@cli.command(name="exec", context_settings={"allow_interspersed_args": False})
 @click.option("--process", "-p", "process_file", default=None, help="A process.json.")
 @click.option("--tty", "-t", is_flag=True)
 @_console_socket
@@ -325,7 +326,7 @@ def list_(ctx: click.Context, fmt: str, quiet: bool) -> None:
                for s in states])  # fmt: skip
 
 
-@cli.command(context_settings={"ignore_unknown_options": True})
+@cli.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
 @click.option("--format", "-f", "fmt", type=click.Choice(["table", "json"]), default="table")
 @click.argument("container_id")
 @click.argument("ps_args", nargs=-1, type=click.UNPROCESSED)

@@ -141,8 +141,14 @@ class Containers:
         on the start-up path, and after a power loss the state is re-derived anyway."""
         path = self._path(rec.id)
         tmp = path.with_name(f".container.json.{os.getpid()}")
-        tmp.write_text(json.dumps(asdict(rec)))
-        os.replace(tmp, path)
+        try:
+            tmp.write_text(json.dumps(asdict(rec)))
+            os.replace(tmp, path)
+        except FileNotFoundError:
+            # its dir is gone: an `rm -f` removed the container while its runner was
+            # recording the exit; there is nothing left to record it in
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
 
     def exit_file(self, cid: str) -> Path:
         """Written by the shim of a detached container when it exits: "<status> <unix-ns>"."""

@@ -117,13 +117,6 @@ class Runtime:
             cg = self._cgroup(cfg, cid, default_cgroup)
             if cg is not None:
                 plan.cgroup_procs = cg.procs_files
-            fifo = self.states.fifo(cid)
-            os.mkfifo(fifo, 0o600)
-            root_ids = _host_root(cfg)
-            if root_ids is not None:
-                # the init opens it as the user namespace's root: let that id in (runc too)
-                os.chown(fifo, *root_ids)
-            plan.fifo = _high(os.open(fifo, os.O_PATH | os.O_CLOEXEC))
             now = time.time_ns()
             created = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now // 10**9)) + (
                 f".{now % 10**9:09d}Z")
@@ -131,6 +124,16 @@ class Runtime:
                        created=created, cgroup=cg.path if cg is not None else "",
                        annotations=cfg.annotations,
                        poststop=[_hook_dict(h) for h in cfg.hooks.get("poststop", [])])
+            # saved before anything runs: a create killed half-way leaves a "stopped"
+            # container that delete cleans up (its cgroup included), never an orphan dir
+            self.states.save(st)
+            fifo = self.states.fifo(cid)
+            os.mkfifo(fifo, 0o600)
+            root_ids = _host_root(cfg)
+            if root_ids is not None:
+                # the init opens it as the user namespace's root: let that id in (runc too)
+                os.chown(fifo, *root_ids)
+            plan.fifo = _high(os.open(fifo, os.O_PATH | os.O_CLOEXEC))
 
             def ready(child: int) -> bytes:
                 st.pid = child
@@ -310,17 +313,25 @@ class Runtime:
         status = self.states.status(st)
         if status == "stopped":
             raise StateError(f"container {cid} is not running")
-        if all and st.cgroup:
-            from minirun.runtime import cgroups
+        from minirun.runtime import cgroups
 
-            cg = cgroups.Cgroup.open(st.cgroup)
-            if cg is not None:
-                cg.kill_all(sig)
-                return
+        cg = cgroups.Cgroup.open(st.cgroup) if st.cgroup else None
+        if all and cg is not None:
+            cg.kill_all(sig)
+            return
         _signal(st, sig)
+        if sig == signal.SIGKILL and status == "paused" and cg is not None:
+            cg.thaw()  # a frozen process dies of SIGKILL only once thawed (runc does this)
 
     def delete(self, cid: str, *, force: bool = False) -> None:
-        st = self.states.load(cid)
+        try:
+            st = self.states.load(cid)
+        except StateError:
+            d = self.states.dir(cid)
+            if force and os.path.isdir(d) and not os.path.exists(os.path.join(d, "state.json")):
+                self.states.remove(cid)  # a create killed before it wrote any state
+                return
+            raise
         status = self.states.status(st)
         if status in ("running", "paused") and not force:
             raise StateError(f"cannot delete container {cid} that is not stopped: {status} "

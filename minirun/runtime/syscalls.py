@@ -185,6 +185,14 @@ class Syscalls:
     def wait_for_start(self, fifo_fd: int) -> None:
         """Block until ``start`` opens the exec fifo (runc's exec.fifo): the fifo was opened
         O_PATH before pivot_root, and is reopened for writing through /proc/self/fd."""
+        # A created container must die of the signals a waiting runc init dies of
+        # (`kill ID` = SIGTERM before start). This is PID 1 of its namespace: the kernel
+        # delivers a signal from outside only if a handler is installed, so install one
+        # that exits (prepare_exec puts the defaults back before exec).
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT,
+                    signal.SIGUSR1, signal.SIGUSR2):  # fmt: skip
+            signal.signal(sig, _exit_on_signal)
+        signal.pthread_sigmask(signal.SIG_SETMASK, ())
         fd = os.open(f"/proc/self/fd/{fifo_fd}", os.O_WRONLY | os.O_CLOEXEC)
         try:
             os.write(fd, b"0")
@@ -208,6 +216,10 @@ class Syscalls:
             os.execve(path, args, env)
         finally:
             signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+
+
+def _exit_on_signal(signum: int, _frame: Any) -> None:
+    os._exit(128 + signum)
 
 
 def _read_exact(fd: int, n: int) -> bytes:
