@@ -456,16 +456,15 @@ def stop(store: Store, rec: ContainerRecord, timeout: float = 10.0) -> None:
 
 
 def _signal_number(text: str | int) -> int:
-    """SIGTERM, TERM, 15 → 15 (docker kill -s and StopSignal accept all three)."""
+    """SIGTERM, TERM, 15 -> 15 (docker kill -s and StopSignal accept all three)."""
+    from minirun.runtime.api import signal_number
+    from minirun.runtime.state import StateError
+
     if isinstance(text, int):
         return text
-    t = text.strip().upper()
-    if t.isdigit():
-        return int(t)
-    name = t if t.startswith("SIG") else "SIG" + t
     try:
-        return int(signal.Signals[name])
-    except KeyError:
+        return signal_number(text)
+    except StateError:
         raise ContainerError(f"invalid signal: {text}") from None
 
 

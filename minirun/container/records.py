@@ -99,21 +99,14 @@ class ContainerRecord:
         return "Created"
 
 
-def _start_time(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            data = f.read()
-    except OSError:
-        return ""
-    # Field 22 (starttime); the command name (field 2) may contain spaces, so split after ')'.
-    fields = data.rsplit(b")", 1)[1].split()
-    if fields[0] in (b"Z", b"X"):  # a zombie has exited; it only waits to be reaped
-        return ""
-    return fields[19].decode()
-
-
 def process_start_time(pid: int) -> str:
-    return _start_time(pid)
+    """The runtime's start-time reading (tells a reused pid apart; "" when gone)."""
+    from minirun.runtime.state import start_time
+
+    return start_time(pid)
+
+
+_start_time = process_start_time
 
 
 class Containers:
