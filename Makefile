@@ -30,7 +30,7 @@ deps:
 	fi
 	@modprobe overlay 2>/dev/null || true
 
-$(STAMP): pyproject.toml | deps
+$(STAMP): pyproject.toml setup.py | deps
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	# compat mode: a plain path in a .pth file; the default editable finder costs ~10 ms
@@ -38,15 +38,13 @@ $(STAMP): pyproject.toml | deps
 	$(BIN)/pip install -q -e '.[test]' --config-settings editable_mode=compat
 	@touch $@
 
-# The detached-container watcher and the --init PID 1 are small C programs (see their
-# headers for why); the init is static because it runs inside any image.
-$(BIN)/minirun-shim: minirun/shim/shim.c | $(STAMP)
-	$(CC) -O2 -Wall -Wextra -o $@ $<
+# The C helpers (minirun-shim, -init, -exec: see minirun/shim/build.py) go into the
+# package's libexec/, where `pip install .` puts them too.
+HELPERS := minirun/libexec/minirun-shim minirun/libexec/minirun-init minirun/libexec/minirun-exec
+$(HELPERS) &: minirun/shim/build.py minirun/shim/shim.c minirun/shim/init.c minirun/shim/exec.c | $(STAMP)
+	$(BIN)/python minirun/shim/build.py minirun/libexec
 
-$(BIN)/minirun-init: minirun/shim/init.c | $(STAMP)
-	$(CC) -O2 -Wall -Wextra -static -o $@ $<
-
-install: deps $(STAMP) $(BIN)/minirun-shim $(BIN)/minirun-init
+install: deps $(STAMP) $(HELPERS)
 	@# bytecode up front: with PYTHONDONTWRITEBYTECODE set, every start would recompile.
 	@$(BIN)/python -m compileall -q minirun >/dev/null
 	ln -sf $(CURDIR)/$(BIN)/minirun /usr/local/bin/minirun
@@ -72,4 +70,4 @@ bench: install
 	@for b in bench/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
 
 clean:
-	rm -rf $(VENV) $(IMAGES) bench/out *.egg-info
+	rm -rf $(VENV) $(IMAGES) bench/out *.egg-info minirun/libexec

@@ -24,6 +24,7 @@ from minirun.container.resources import engine_path, parse_resources
 from minirun.container.spec import RunOptions, build_spec
 from minirun.container.users import resolve_user
 from minirun.errors import ContainerError, ImageNotFound
+from minirun.helpers import helper_binary
 from minirun.image.store import ImageRecord, Store
 from minirun.runtime import SECCOMP_CACHE_ANNOTATION
 
@@ -96,7 +97,7 @@ def create(store: Store, image: str, opts: RunOptions,
             add_hosts=opts.add_hosts, image_cfg=image_cfg, hosts_path=cdir / "hosts",
             resolv_path=cdir / "resolv.conf")
         etc = {f"/etc/{n}": str(cdir / n) for n in ("hostname", "hosts", "resolv.conf")}
-        spec = build_spec(image_cfg, opts, user, hostname, etc, _helper_binary("minirun-init"))
+        spec = build_spec(image_cfg, opts, user, hostname, etc, helper_binary("minirun-init"))
         # compiled seccomp programs are cached in the store: the next container with the
         # same profile and capabilities loads one in ~0.4 ms instead of ~20 ms
         spec["annotations"] = {SECCOMP_CACHE_ANNOTATION: str(store.root / "cache" / "seccomp")}
@@ -220,16 +221,11 @@ def finish(store: Store, rec: ContainerRecord, code: int | None, pid: int | None
         containers.save(rec)
 
 
-def _helper_binary(name: str) -> str | None:
-    """minirun-shim / minirun-init, built next to the venv's python by `make install`."""
-    path = os.path.join(os.path.dirname(sys.executable), name)
-    return path if os.access(path, os.X_OK) else None
-
-
 def shim_binary() -> str:
-    path = _helper_binary("minirun-shim")
+    path = helper_binary("minirun-shim")
     if path is None:
-        raise ContainerError("minirun-shim is missing: detached containers need it (run: sudo make install)")
+        raise ContainerError("minirun-shim is missing: detached containers need it "
+                             "(reinstall minirun: pip install . or make install)")
     return path
 
 
@@ -273,6 +269,7 @@ def _monitor(store: Store, rec: ContainerRecord, bundle: str, rootfs: OverlayRoo
     from minirun import runtime as rtmod
     from minirun.runtime.supervise import CommandNotRunnable, receive_master
 
+    rt = None
     try:
         os.setsid()  # not killed with the terminal or the CLI's process group
         null = os.open(os.devnull, os.O_RDWR)
@@ -323,6 +320,9 @@ def _monitor(store: Store, rec: ContainerRecord, bundle: str, rootfs: OverlayRoo
     except BaseException as e:
         with contextlib.suppress(OSError):
             os.write(status_w, f"ERR {e}".encode())
+        if rt is not None:  # a created (or half-started) container is not left behind
+            with contextlib.suppress(Exception):
+                rt.delete(rec.id, force=True)
         os._exit(125)
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from minirun.helpers import helper_binary
 from minirun.image import build as b
 from tests.conftest import store_cli
 
@@ -27,7 +28,7 @@ BIN = Path(sys.executable).parent
 MINIRUN = str(BIN / "minirun")
 Cli = Callable[..., subprocess.CompletedProcess[str]]
 
-if not (BIN / "minirun-shim").exists():
+if helper_binary("minirun-shim") is None:
     pytest.skip("minirun-shim is not built (make install)", allow_module_level=True)
 
 
