@@ -112,7 +112,8 @@ class Runtime:
         try:
             with open(os.path.join(d, "config.json"), "w") as f:
                 f.write(json.dumps(cfg.raw))
-            plan = self._plan(cfg, rootfs, no_pivot, preserve_fds)
+            plan = Plan()
+            self._plan(plan, cfg, rootfs, no_pivot, preserve_fds)
             plan.pdeathsig = signal.SIGKILL if die_with_parent else 0
             cg = self._cgroup(cfg, cid, default_cgroup)
             if cg is not None:
@@ -123,12 +124,15 @@ class Runtime:
             st = State(id=cid, pid=0, pid_start="", bundle=cfg.bundle, rootfs=plan.root,
                        created=created, cgroup=cg.path if cg is not None else "",
                        annotations=cfg.annotations,
-                       poststop=[_hook_dict(h) for h in cfg.hooks.get("poststop", [])])
+                       poststop=[_hook_dict(h) for h in cfg.hooks.get("poststop", [])],
+                       creator=os.getpid(), creator_start=start_time(os.getpid()))
             # saved before anything runs: a create killed half-way leaves a "stopped"
             # container that delete cleans up (its cgroup included), never an orphan dir
             self.states.save(st)
             fifo = self.states.fifo(cid)
-            os.mkfifo(fifo, 0o600)
+            # 0622: the init opens it after switching to the container's user (runc's mode)
+            os.mkfifo(fifo)
+            os.chmod(fifo, 0o622)
             root_ids = _host_root(cfg)
             if root_ids is not None:
                 # the init opens it as the user namespace's root: let that id in (runc too)
@@ -180,12 +184,13 @@ class Runtime:
             old_mask = None
         return Created(pid, old_mask)
 
-    def _plan(self, cfg: Config, rootfs: OverlayRootfs | None, no_pivot: bool,
-              preserve_fds: int) -> Plan:  # fmt: skip
+    def _plan(self, plan: Plan, cfg: Config, rootfs: OverlayRootfs | None, no_pivot: bool,
+              preserve_fds: int) -> None:  # fmt: skip
+        """Fill ``plan`` from the config; the namespace fds it opens are the caller's to
+        close (also when this raises half-way)."""
         from minirun.runtime import mounts
 
         assert cfg.process is not None
-        plan = Plan()
         process_plan(plan, cfg.process, _seccomp(cfg.seccomp, cfg.annotations))
         ns_flags = 0
         for ns in cfg.namespaces:
@@ -225,7 +230,6 @@ class Runtime:
         plan.container_hooks = cfg.hooks.get("createContainer", [])
         plan.start_hooks = cfg.hooks.get("startContainer", [])
         plan.preserve_fds = preserve_fds
-        return plan
 
     def _cgroup(self, cfg: Config, cid: str, default: str | None) -> Any:
         from minirun.runtime import cgroups
@@ -269,11 +273,16 @@ class Runtime:
                 raise StateError(f"container {cid} is being started already") from None
             import select
 
+            started = False
             while True:
                 if select.select([fd], [], [], 0.1)[0]:
                     if os.read(fd, 1):
-                        break
+                        started = True  # the init goes on: its startContainer hooks, exec
+                    elif started:
+                        break  # EOF: the init exec'd its command (or died trying)
                 if start_time(st.pid) != st.pid_start:
+                    if started:
+                        break  # it ran and is already gone
                     raise StateError(f"cannot start container {cid}: its init process died")
         finally:
             os.close(fd)
@@ -347,6 +356,13 @@ class Runtime:
                 cg.kill_all(signal.SIGKILL)
             _signal(st, signal.SIGKILL)
             _wait_dead(st, 10.0)
+        elif cg is not None and cg.pids():
+            # the init is gone, but without a pid namespace its children outlive it
+            cg.kill_all(signal.SIGKILL)
+        if cg is not None:
+            cg.remove()
+        self.states.remove(cid)
+        # the spec: poststop hooks run once the container is deleted, before delete returns
         if st.poststop:
             state = json.dumps(st.oci("stopped")).encode()
             for h in st.poststop:
@@ -354,9 +370,6 @@ class Runtime:
                     self._hook("poststop", _hook_from(h), state)
                 except RuntimeFailure as e:
                     self.log("warning", str(e))
-        if cg is not None:
-            cg.remove()
-        self.states.remove(cid)
 
     def run(
         self,
@@ -444,6 +457,12 @@ class Runtime:
             raise ConfigError("process.terminal: a terminal needs --console-socket")
         raw = json.loads(open(os.path.join(self.states.dir(cid), "config.json"), "rb").read())
         lx = raw.get("linux") or {}
+        if process.capabilities is None:
+            # runc: a process.json without capabilities gets the container's, not none
+            import dataclasses
+
+            saved = (raw.get("process") or {}).get("capabilities")
+            process = dataclasses.replace(process, capabilities=dict(saved or {}))
         plan = Plan()
         process_plan(plan, process, _seccomp(lx.get("seccomp"), raw.get("annotations") or {}))
         plan.preserve_fds = preserve_fds
@@ -659,6 +678,10 @@ def _spawn(
     is created (waiting at the fifo) or has exec'd; raises what the child reported."""
     if console is not None:
         from minirun.runtime import tty  # noqa: F401 - the child cannot import after pivot_root
+    from minirun.runtime import sealed
+
+    plan.exec_fd = sealed.exec_fd()
+    plan.parent = os.getpid()
     r, w = pipe()
     ready_r, ready_w = pipe()
     go_r, go_w = pipe()

@@ -7,14 +7,14 @@ it execs the container's command or reports why it could not and exits.
 
 Order for a new container (``create``)::
 
-    non-dumpable → stdio, host fds closed → join cgroup → setns(namespaces with a path)
+    non-dumpable, pdeathsig → stdio, host fds closed → join cgroup → setns(namespaces with a path)
     → [user ns: unshare, parent writes uid/gid maps] → unshare(the rest) → sysctl,
     oom_score_adj, hostname, lo up → / rprivate (or rootfsPropagation) → rootfs (overlay
     or bind) → spec mounts, /dev, devices → "R": parent runs prestart/createRuntime hooks
     → createContainer hooks → masked/readonly paths → pivot_root → [pty] → readonly /
-    → rlimits → chdir → look up the command → "C": created; wait on the exec fifo
-    → seccomp (before the cap drop) → user, caps → no_new_privs → [seccomp] → startContainer
-    hooks → exec
+    → rlimits → chdir → [seccomp, without no_new_privs: before the cap drop] → user, caps
+    → no_new_privs → look up the command → "C": created; wait on the exec fifo
+    → startContainer hooks → exec the sealed minirun-exec → [seccomp] → execve(command)
 
 For ``exec`` into a running container: setns into all of its namespaces, chroot into its
 root (an fd of /proc/PID/root opened before), then the same process steps.
@@ -22,7 +22,10 @@ root (an fd of /proc/PID/root opened before), then the same process steps.
 The sync pipe (CLOEXEC) tells the parent what happened: EOF means exec succeeded; ``R``
 and ``C`` are the two rendezvous; ``X`` (exec failed) or ``S`` (a setup step failed) carry
 the error. CVE-2019-5736: until exec this process IS the host's python, so it is
-non-dumpable from its first step (a container process cannot open /proc/PID/exe).
+non-dumpable from its first step (a container process cannot open /proc/PID/exe), and it
+never execs a container's file itself: the command (and every hook run inside the
+container) is exec'd by a sealed memfd copy of minirun-exec (runtime/sealed.py), so a
+"#!/proc/self/exe" command meets that copy, not the host's python.
 """
 
 from __future__ import annotations
@@ -71,8 +74,8 @@ class Plan:
         # exec: the running container's root (an O_PATH fd of /proc/PID/root)
         "chroot_fd",
         # both
-        "cgroup_procs", "preserve_fds", "console_mount", "hook_state", "pdeathsig",
-        "fork_pid_ns",
+        "cgroup_procs", "preserve_fds", "console_mount", "hook_state", "pdeathsig", "parent",
+        "fork_pid_ns", "exec_fd",
     )  # fmt: skip
 
     def __init__(self) -> None:
@@ -112,6 +115,8 @@ class Plan:
         self.console_mount = True  # bind the pty slave over /dev/console (not for exec)
         self.hook_state = b"{}"  # the OCI state JSON the parent sends at READY
         self.pdeathsig = 0  # the engine's attached runs: the container dies with its runner
+        self.parent = 0  # the pid pdeathsig is about (the runtime process that forked us)
+        self.exec_fd = -1  # the sealed minirun-exec every command is exec'd through
         # a new user AND pid namespace: the pid namespace must belong to the user namespace
         # (or /proc cannot be mounted), so it is unshared here, after the user namespace,
         # and one more fork makes its PID 1 (the parent is told its pid: b"P" + 10 digits)
@@ -129,7 +134,8 @@ def process_plan(plan: Plan, proc: Any, seccomp: Any) -> None:
     plan.cwd = proc.cwd
     plan.user = security.User(proc.uid, proc.gid, proc.additional_gids,
                               0o022 if proc.umask is None else proc.umask)  # fmt: skip
-    plan.caps = security.parse_caps(proc.capabilities)
+    # no "capabilities" at all means none (runc): never the runtime's own full set
+    plan.caps = security.parse_caps(proc.capabilities or {})
     plan.rlimits = security.parse_rlimits(
         [{"type": t, "soft": s, "hard": h} for t, s, h in proc.rlimits])
     plan.no_new_privs = proc.no_new_privileges
@@ -153,8 +159,13 @@ def become(
     try:
         # CVE-2019-5736: see the module docstring; exec resets the flag.
         sc.set_dumpable(False)
+        if plan.pdeathsig and not plan.fork_pid_ns:
+            # as early as possible: a runner killed during setup takes its container along
+            step = "pdeathsig"
+            sc.set_pdeathsig(plan.pdeathsig, plan.parent)
         step = "stdio"
-        keep = [sync, *(gate or ()), plan.fifo, plan.chroot_fd, *(fd for fd, _ in plan.join),
+        keep = [sync, *(gate or ()), plan.fifo, plan.chroot_fd, plan.exec_fd,
+                *(fd for fd, _ in plan.join),
                 *range(3, 3 + plan.preserve_fds)]
         if console is not None:
             keep.append(console.fileno())
@@ -219,45 +230,47 @@ def become(
             sc.set_rlimits(plan.rlimits)
         step = "chdir"
         sc.chdir(plan.cwd)
-        step = "exec lookup"
+        if plan.seccomp is not None and not plan.no_new_privs:
+            # Without no_new_privs, installing a filter needs CAP_SYS_ADMIN: load it now,
+            # before the capability drop and setuid (runc's order). What follows (setgroups,
+            # setres*id, capset, prctl, the fifo's open/write, rt_sig*, execve) is allowed
+            # by the default profile.
+            step = "seccomp"
+            sc.load_seccomp(plan.seccomp)
+        step = "user and capabilities"
+        sc.set_user_and_caps(plan.user, plan.caps)
+        if plan.pdeathsig:
+            step = "pdeathsig"
+            sc.set_pdeathsig(plan.pdeathsig, plan.parent)  # setuid cleared it
+        if plan.no_new_privs:
+            step = "no_new_privs"
+            sc.set_no_new_privs()
+        step = "exec lookup"  # as the container's user, as execve will be
         plan.env.setdefault("PATH", DEFAULT_PATH)
         try:
             path = sc.lookup(plan.args[0], plan.env["PATH"])
         except OSError as e:
             _report(sync, EXEC_FAILED + f"{e.errno or 0}\0".encode() + os.fsencode(plan.args[0]))
             os._exit(127)
+        # Everything that can fail for the container's own reasons is done: only now is it
+        # "created" (runc's order), so a bad user or capability set fails `create`.
         if plan.fifo >= 0:
             step = "wait for start"
             _send(sync, CREATED)
             sc.wait_for_start(plan.fifo)
-        if plan.seccomp is not None and not plan.no_new_privs:
-            # Without no_new_privs, installing a filter needs CAP_SYS_ADMIN: load it now,
-            # before the capability drop and setuid (runc's order). What follows (setgroups,
-            # setres*id, capset, prctl, rt_sig*, execve) is allowed by the default profile.
-            step = "seccomp"
-            sc.load_seccomp(plan.seccomp)
-        step = "user and capabilities"
-        sc.set_user_and_caps(plan.user, plan.caps)
-        if plan.no_new_privs:
-            step = "no_new_privs"
-            sc.set_no_new_privs()
         step = "start hooks"
         for hook in plan.start_hooks:
-            sc.run_hook(hook, plan.hook_state)
+            sc.run_hook(hook, plan.hook_state, plan.exec_fd)
         sc.prepare_exec(plan.user.umask, FORWARDED_SIGNALS)
-        if plan.pdeathsig:
-            sc.set_pdeathsig(plan.pdeathsig)  # after setuid, which clears it
-        if plan.seccomp is not None and plan.no_new_privs:
-            # with no_new_privs no privilege is needed: load as late as possible, so the
-            # runtime's own setup is not subject to the container's profile
-            step = "seccomp"
-            sc.load_seccomp(plan.seccomp)
         step = "exec"
-        sc.execve(path, plan.args, plan.env)
+        # with no_new_privs the filter needs no privilege: minirun-exec installs it right
+        # before its execve, so none of the runtime's own steps is subject to it
+        sc.execve(path, plan.args, plan.env, plan.exec_fd, sync, plan.fifo >= 0,
+                  plan.seccomp if plan.no_new_privs else None)  # fmt: skip
     except OSError as e:
-        if step == "exec":
-            _report(sync, EXEC_FAILED + f"{e.errno or 0}\0".encode() + os.fsencode(plan.args[0]))
-            os._exit(127)
+        if step == "exec":  # the sealed helper itself could not be exec'd
+            _report_setup_failure(sync, step, e, plan.fifo >= 0)
+            os._exit(126)
         _report_setup_failure(sync, step, e, plan.fifo >= 0 and step_after_created(step))
         os._exit(1)
     except BaseException as e:
@@ -283,8 +296,12 @@ def _mounts(plan: Plan, sc: Syscalls, gate: tuple[int, int] | None) -> None:
         # prestart / createRuntime hooks run in the parent, which answers with the state
         # the hooks on this side get on their stdin
         plan.hook_state = sc.rendezvous(gate, READY)
+    if plan.pdeathsig and plan.fork_pid_ns:
+        # our parent was the middle process of the pid-namespace fork, reaped by the
+        # runtime (our subreaper, now our parent) before it answered READY
+        sc.set_pdeathsig(plan.pdeathsig, plan.parent)
     for hook in plan.container_hooks:
-        sc.run_hook(hook, plan.hook_state)
+        sc.run_hook(hook, plan.hook_state, plan.exec_fd)
     sc.mask_paths(rootfd, plan.masked, plan.readonly_paths)
     # Docker creates a missing WORKDIR; do it inside the root, confined.
     sc.make_dir_in_root(rootfd, plan.cwd)
@@ -294,7 +311,7 @@ def _mounts(plan: Plan, sc: Syscalls, gate: tuple[int, int] | None) -> None:
         sc.set_propagation(plan.propagation)  # now of the container's own "/"
 
 
-_AFTER_CREATED = ("wait for start", "seccomp", "user and capabilities", "no_new_privs", "start hooks", "exec")
+_AFTER_CREATED = ("wait for start", "start hooks", "exec")
 
 
 def step_after_created(step: str) -> bool:

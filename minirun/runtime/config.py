@@ -72,7 +72,7 @@ class Process:
     gid: int = 0
     additional_gids: tuple[int, ...] = ()
     umask: int | None = None
-    capabilities: dict[str, list[str]] | None = None  # None: keep the runtime's own sets
+    capabilities: dict[str, list[str]] | None = None  # None: none at all (an exec: the container's)
     rlimits: list[tuple[str, int, int]] = field(default_factory=list)
     no_new_privileges: bool = False
     oom_score_adj: int | None = None
@@ -303,8 +303,12 @@ def parse(raw: Any, bundle: str) -> Config:
         if not dest.startswith("/"):
             m = {**m, "destination": "/" + dest}  # deprecated relative form: from "/"
         _str(m.get("type"), f"mounts[{i}].type")
-        _str(m.get("source"), f"mounts[{i}].source")
-        _strings(m.get("options"), f"mounts[{i}].options")
+        src = _str(m.get("source"), f"mounts[{i}].source")
+        opts = _strings(m.get("options"), f"mounts[{i}].options")
+        if src and not src.startswith("/") and (m.get("type") == "bind" or any(
+                o in ("bind", "rbind") for o in opts)):  # fmt: skip
+            # the spec: a relative bind source is relative to the bundle (not our cwd)
+            m = {**m, "source": os.path.join(bundle, src)}
         if m.get("uidMappings") or m.get("gidMappings"):
             raise ConfigError(f"mounts[{i}].uidMappings: idmapped mounts are not supported")
         mounts.append(m)

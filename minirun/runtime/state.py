@@ -45,6 +45,9 @@ class State:
     annotations: dict[str, str] = field(default_factory=dict)
     poststop: list[dict[str, Any]] = field(default_factory=list)  # hooks, run at delete
     owner: str = "root"
+    # the process running ``create``: while pid is 0 and it lives, the status is "creating"
+    creator: int = 0
+    creator_start: str = ""
 
     def oci(self, status: str) -> dict[str, Any]:
         """The runtime spec's state object (what `state` prints, what hooks read)."""
@@ -122,7 +125,10 @@ class StateDir:
         return sorted(n for n in names if os.path.exists(os.path.join(self.root, n, "state.json")))
 
     def status(self, st: State) -> str:
-        if st.pid <= 0 or start_time(st.pid) != st.pid_start:
+        if st.pid <= 0:
+            alive = st.creator > 0 and start_time(st.creator) == st.creator_start
+            return "creating" if alive else "stopped"
+        if start_time(st.pid) != st.pid_start:
             return "stopped"
         if st.cgroup:
             from minirun.runtime import cgroups

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from minirun.errors import RuntimeFailure
-from minirun.runtime import linux, mounts, security
+from minirun.runtime import linux, mounts, sealed, security
 
 if TYPE_CHECKING:
     import socket
@@ -167,11 +167,15 @@ class Syscalls:
             signal.signal(sig, signal.SIG_DFL)
         signal.pthread_sigmask(signal.SIG_SETMASK, ())
 
-    def set_pdeathsig(self, sig: int) -> None:
+    def set_pdeathsig(self, sig: int, parent: int) -> None:
+        """Get ``sig`` when ``parent`` dies; if it died already (we were reparented before
+        the call), act as if the signal came."""
         linux.prctl(linux.PR_SET_PDEATHSIG, sig)
+        if parent and os.getppid() != parent:
+            os._exit(128 + sig)
 
-    def run_hook(self, hook: Hook, state: bytes) -> None:
-        run_hook_here(hook, state)
+    def run_hook(self, hook: Hook, state: bytes, exec_fd: int) -> None:
+        run_hook_here(hook, state, exec_fd)
 
     def rendezvous(self, gate: tuple[int, int], what: bytes) -> bytes:
         """Tell the parent we reached ``what``; wait for its b"G" + 8-digit length +
@@ -194,11 +198,11 @@ class Syscalls:
             signal.signal(sig, _exit_on_signal)
         signal.pthread_sigmask(signal.SIG_SETMASK, ())
         fd = os.open(f"/proc/self/fd/{fifo_fd}", os.O_WRONLY | os.O_CLOEXEC)
-        try:
-            os.write(fd, b"0")
-        finally:
-            os.close(fd)
-            os.close(fifo_fd)
+        os.close(fifo_fd)
+        # The write end stays open (close-on-exec) until the exec of the command: `start`
+        # reads to EOF, so it returns (and runs poststart hooks) only after the
+        # startContainer hooks, as the spec orders them.
+        os.write(fd, b"0")
 
     def lookup(self, name: str, path: str) -> str:
         return lookup(name, path)
@@ -210,10 +214,30 @@ class Syscalls:
         if gate is not None:
             os.write(gate[0], b"P%010d" % pid)
 
-    def execve(self, path: str, args: list[str], env: dict[str, str]) -> None:
+    def execve(self, path: str, args: list[str], env: dict[str, str], exec_fd: int, sync: int,
+               to_stderr: bool, seccomp: Any = None) -> None:  # fmt: skip
+        """Exec the command through the sealed minirun-exec (runtime/sealed.py), never
+        directly. ``seccomp``: a filter minirun-exec installs right before its execve (the
+        no_new_privs case), so the container's profile only has to allow execve."""
+        sfd, flags = -1, 0
+        if seccomp is not None:
+            sfd, w = os.pipe()  # <= 32 KiB of BPF: fits the pipe's buffer
+            try:
+                os.write(w, seccomp.bpf)
+            finally:
+                os.close(w)
+            os.set_inheritable(sfd, True)
+            flags = seccomp.flags
+        os.set_inheritable(sync, True)  # minirun-exec reports a failed execve on it
+        argv = sealed.argv(sync, to_stderr, sfd, flags, path, args)
         signal.signal(signal.SIGPIPE, signal.SIG_DFL)
         try:
-            os.execve(path, args, env)
+            try:
+                os.execve(exec_fd, argv, env)  # fexecve: execveat(fd, "", AT_EMPTY_PATH)
+            except PermissionError:
+                # a seccomp profile loaded earlier (no no_new_privs) that denies execveat
+                # but allows execve: the same sealed file, by its /proc path
+                os.execve(f"/proc/self/fd/{exec_fd}", argv, env)
         finally:
             signal.signal(signal.SIGPIPE, signal.SIG_IGN)
 
@@ -255,10 +279,12 @@ def lookup(name: str, path: str) -> str:
     raise OSError(errno.EACCES if denied else errno.ENOENT, name)
 
 
-def run_hook_here(hook: Hook, state: bytes) -> None:
+def run_hook_here(hook: Hook, state: bytes, exec_fd: int = -1) -> None:
     """Run one OCI hook with the state on its stdin; a non-zero exit or a timeout is an
     error (the hook is killed on timeout). Uses only fork/exec/waitpid, so it also works
-    from the container's setup process (createContainer, startContainer hooks)."""
+    from the container's setup process (createContainer, startContainer hooks), where
+    ``exec_fd`` is the sealed minirun-exec: a hook inside the container is exec'd
+    through it, as the container's command is (CVE-2019-5736)."""
     import time
 
     r, w = os.pipe()
@@ -268,7 +294,10 @@ def run_hook_here(hook: Hook, state: bytes) -> None:
             os.close(w)
             os.dup2(r, 0)
             env = dict(e.partition("=")[::2] for e in hook.env)
-            os.execve(hook.path, list(hook.args) or [hook.path], env)
+            args = list(hook.args) or [hook.path]
+            if exec_fd >= 0:
+                os.execve(exec_fd, sealed.argv(-1, True, -1, 0, hook.path, args), env)
+            os.execve(hook.path, args, env)
         finally:
             os._exit(127)
     os.close(r)
@@ -343,8 +372,11 @@ class Recorder(Syscalls):
         self._rec("lookup", name)
         return name if "/" in name else "/bin/" + name
 
-    def execve(self, path: str, args: list[str], env: dict[str, str]) -> None:
+    def execve(self, path: str, args: list[str], env: dict[str, str], exec_fd: int, sync: int,
+               to_stderr: bool, seccomp: Any = None) -> None:  # fmt: skip
         self._rec("execve", path, args)
+        if seccomp is not None:
+            self._rec("seccomp_at_exec", seccomp)
         raise ExecReached(path)
 
 

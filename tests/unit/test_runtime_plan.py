@@ -112,7 +112,9 @@ def test_load_reads_the_bundle(bundle: Path) -> None:
 def plan_for(bundle: Path, raw: dict[str, Any]) -> Plan:
     c = config.parse(raw, str(bundle))
     rt = Runtime(str(bundle / "state"))
-    return rt._plan(c, None, False, 0)
+    plan = Plan()
+    rt._plan(plan, c, None, False, 0)
+    return plan
 
 
 def record(plan: Plan, *, gate: bool = True) -> Recorder:
@@ -135,8 +137,8 @@ def test_create_order(bundle: Path) -> None:
     assert names == [
         "set_dumpable", "setup_stdio", "set_umask", "unshare", "sethostname", "loopback_up",
         "set_propagation", "bind_root", "open_root", "mount_all", "rendezvous", "mask_paths",
-        "make_dir_in_root", "pivot", "close", "chdir", "lookup", "wait_for_start",
-        "set_user_and_caps", "prepare_exec", "execve",
+        "make_dir_in_root", "pivot", "close", "chdir", "set_user_and_caps", "lookup",
+        "wait_for_start", "prepare_exec", "execve",
     ]
     calls = dict(record(plan).calls)
     flags = calls["unshare"][0]
@@ -151,9 +153,41 @@ def test_seccomp_before_the_capability_drop_unless_no_new_privs(bundle: Path) ->
     names = record(plan).names()
     assert names.index("load_seccomp") < names.index("set_user_and_caps")
     plan.no_new_privs = True
-    names = record(plan).names()
+    sc = record(plan)
+    names = sc.names()
+    # with no_new_privs the sealed minirun-exec installs it, right before its execve
+    assert "load_seccomp" not in names
     assert (names.index("set_user_and_caps") < names.index("set_no_new_privs")
-            < names.index("load_seccomp") < names.index("execve"))  # fmt: skip
+            < names.index("execve") < names.index("seccomp_at_exec"))  # fmt: skip
+    assert dict(sc.calls)["seccomp_at_exec"] == (plan.seccomp,)
+
+
+def test_user_and_capabilities_are_set_before_created(bundle: Path) -> None:
+    # runc's order: a bad user or capability set fails `create`, not a later `start`;
+    # the command is looked up as the container's user
+    plan = plan_for(bundle, cfg())
+    plan.fifo = 7
+    names = record(plan).names()
+    assert names.index("set_user_and_caps") < names.index("lookup") < names.index("wait_for_start")
+
+
+def test_missing_capabilities_mean_none(bundle: Path) -> None:
+    raw = cfg()
+    raw["process"].pop("capabilities", None)
+    plan = plan_for(bundle, raw)
+    assert plan.caps is not None
+    assert not (plan.caps.bounding or plan.caps.effective or plan.caps.permitted
+                or plan.caps.inheritable or plan.caps.ambient)  # fmt: skip
+
+
+def test_pdeathsig_is_set_first_and_again_after_setuid(bundle: Path) -> None:
+    plan = plan_for(bundle, cfg())
+    plan.pdeathsig, plan.parent = 9, 1234
+    sc = record(plan)
+    names = sc.names()
+    at = [i for i, n in enumerate(names) if n == "set_pdeathsig"]
+    assert len(at) == 2 and at[0] == 1 and at[1] == names.index("set_user_and_caps") + 1
+    assert dict(sc.calls)["set_pdeathsig"] == (9, 1234)
 
 
 def test_joined_namespaces_sysctl_and_readonly_root(bundle: Path, tmp_path: Path) -> None:
@@ -181,8 +215,9 @@ def test_overlay_rootfs_and_hooks(bundle: Path) -> None:
     raw = cfg(hooks={"createContainer": [{"path": "/bin/true"}],
                      "startContainer": [{"path": "/bin/true"}]})  # fmt: skip
     c = config.parse(raw, str(bundle))
-    plan = Runtime(str(bundle / "s"))._plan(
-        c, OverlayRootfs(["/l1", "/l2"], "/up", "/work", str(bundle / "rootfs")), False, 0)
+    plan = Plan()
+    Runtime(str(bundle / "s"))._plan(
+        plan, c, OverlayRootfs(["/l1", "/l2"], "/up", "/work", str(bundle / "rootfs")), False, 0)
     names = record(plan).names()
     assert "bind_root" not in names and names.index("mount_overlay") < names.index("open_root")
     hooks = [i for i, n in enumerate(names) if n == "run_hook"]
@@ -198,7 +233,7 @@ def test_exec_joins_and_chroots_instead_of_mounting() -> None:
     plan.cgroup_procs = ["/sys/fs/cgroup/x/cgroup.procs"]
     names = record(plan, gate=False).names()
     assert names == ["set_dumpable", "setup_stdio", "set_umask", "write_file", "setns", "close", "setns",
-                     "close", "chroot_fd", "close", "chdir", "lookup", "set_user_and_caps",
+                     "close", "chroot_fd", "close", "chdir", "set_user_and_caps", "lookup",
                      "prepare_exec", "execve"]  # fmt: skip
 
 
