@@ -1,5 +1,5 @@
 # minirun — every target pulls in what it needs, so on a fresh Debian/Ubuntu machine
-# `sudo make demo` and `sudo make test` each work as the first command.
+# `make demo` and `make test` (as root, or with sudo) each work as the first command.
 
 VENV      := .venv
 BIN       := $(VENV)/bin

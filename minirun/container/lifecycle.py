@@ -209,12 +209,13 @@ def finish(store: Store, rec: ContainerRecord, code: int | None, pid: int | None
     if pid is not None and rec.supervisor_pid != os.getpid():
         return  # not the supervisor of the current run: a restart has replaced it
     finished = time.time()
+    ended = pid if pid is not None else rec.pid
     if code is None:
         code, finished = containers.read_exit(rec.id) or (137, finished)
     rec.status, rec.exit_code, rec.finished_at, rec.pid = "exited", code, finished, 0
     rec.oom_killed = containers.oom_killed(rec)  # before the runtime deletes the cgroup
     _release_network(store, rec)
-    _delete_runtime_state(store, rec)
+    _delete_runtime_state(store, rec, ended)
     if rec.auto_remove:
         remove(store, rec, force=True)
     elif containers.dir(rec.id).is_dir():
@@ -369,12 +370,17 @@ def _release_network(store: Store, rec: ContainerRecord) -> None:
         net.release(store, rec.id, only_dead=True)
 
 
-def _delete_runtime_state(store: Store, rec: ContainerRecord) -> None:
-    """The runtime's delete: kills what is left, removes the cgroup and its state."""
+def _delete_runtime_state(store: Store, rec: ContainerRecord, ended: int | None = None) -> None:
+    """The runtime's delete: kills what is left, removes the cgroup and its state.
+    ``ended``: the init whose end this cleans up; a runtime container with another pid
+    (a restart creating its next run, "creating" with pid 0) is not this one's to delete."""
     from minirun.runtime.state import StateError
 
+    rt = runtime(store)
     with contextlib.suppress(StateError):
-        runtime(store).delete(rec.id, force=True)
+        if ended and rt.states.load(rec.id).pid != ended:
+            return
+        rt.delete(rec.id, force=True)
 
 
 def release(store: Store, rec: ContainerRecord) -> None:

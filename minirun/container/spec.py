@@ -253,7 +253,7 @@ def build_spec(image_cfg: dict[str, Any], opts: RunOptions, user: User, hostname
     args = process_args(image_cfg, opts)
     if opts.init:
         if not init_binary:
-            raise UsageError("--init needs minirun-init (run: sudo make install)")
+            raise UsageError("--init needs minirun-init (reinstall minirun: pip install . or make install)")
         mounts.append({"destination": INIT_PATH, "type": "bind", "source": init_binary,
                        "options": ["bind", "ro", "nosuid", "nodev"]})
         args = [INIT_PATH, "--", *args]

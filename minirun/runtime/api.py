@@ -484,6 +484,10 @@ class Runtime:
             # In a --no-pivot container the namespace's root is the host's: always chroot.
             plan.chroot_fd = _high(os.open(f"/proc/{st.pid}/root", os.O_PATH | os.O_DIRECTORY
                                            | os.O_CLOEXEC))  # fmt: skip
+            # Still the same start time: the init lived through every open above, so each
+            # /proc/PID path was the container's, never a reused pid's.
+            if start_time(st.pid) != st.pid_start:
+                raise StateError(f"container {cid} is not running (its process is gone)")
             if st.cgroup:
                 from minirun.runtime import cgroups
 

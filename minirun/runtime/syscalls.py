@@ -169,9 +169,10 @@ class Syscalls:
 
     def set_pdeathsig(self, sig: int, parent: int) -> None:
         """Get ``sig`` when ``parent`` dies; if it died already (we were reparented before
-        the call), act as if the signal came."""
+        the call), act as if the signal came. In a new pid namespace getppid() is 0 (the
+        parent is outside it): nothing to compare then."""
         linux.prctl(linux.PR_SET_PDEATHSIG, sig)
-        if parent and os.getppid() != parent:
+        if parent and os.getppid() not in (0, parent):
             os._exit(128 + sig)
 
     def run_hook(self, hook: Hook, state: bytes, exec_fd: int) -> None:

@@ -50,7 +50,11 @@ static void report(int sync, int to_stderr, int err, const char *path, const cha
 		}
 	}
 	if (to_stderr) {
+		/* Go's wording, as runc prints it: "exec /x: exec format error" */
 		int n = snprintf(buf, sizeof(buf), "exec %s: %s\n", path, strerror(err));
+		size_t at = strlen(path) + 7;
+		if (n > 0 && (size_t)n > at && buf[at] >= 'A' && buf[at] <= 'Z')
+			buf[at] = (char)(buf[at] - 'A' + 'a');
 		if (n > 0 && write(2, buf, (size_t)n) < 0) {
 			/* no stderr either: the exit status is all there is */
 		}
