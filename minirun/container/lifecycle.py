@@ -89,13 +89,21 @@ def create(store: Store, image: str, opts: RunOptions,
         (cdir / "hostname").write_text(hostname + "\n")
         # networking: /etc/hosts, /etc/resolv.conf; on a bridge the address and host ports
         # (a taken port fails here, before the container exists)
-        from minirun.network import attach as net
+        from minirun.network import local
 
-        network = net.prepare(
-            store, cid, mode=opts.network, hostname=hostname, name=opts.name,
-            publish=opts.publish, publish_all=opts.publish_all, dns_servers=opts.dns,
-            add_hosts=opts.add_hosts, image_cfg=image_cfg, hosts_path=cdir / "hosts",
-            resolv_path=cdir / "resolv.conf")
+        if local.uses_bridge(opts.network):
+            from minirun.network import attach as net
+
+            network = net.prepare(
+                store, cid, mode=opts.network, hostname=hostname, name=opts.name,
+                publish=opts.publish, publish_all=opts.publish_all, dns_servers=opts.dns,
+                add_hosts=opts.add_hosts, image_cfg=image_cfg, hosts_path=cdir / "hosts",
+                resolv_path=cdir / "resolv.conf")
+        else:
+            network = local.prepare(
+                opts.network, publish=opts.publish, publish_all=opts.publish_all,
+                dns_servers=opts.dns, add_hosts=opts.add_hosts, hosts_path=cdir / "hosts",
+                resolv_path=cdir / "resolv.conf")
         etc = {f"/etc/{n}": str(cdir / n) for n in ("hostname", "hosts", "resolv.conf")}
         spec = build_spec(image_cfg, opts, user, hostname, etc, helper_binary("minirun-init"))
         # compiled seccomp programs are cached in the store: the next container with the
@@ -114,9 +122,12 @@ def create(store: Store, image: str, opts: RunOptions,
             stop_signal=image_cfg.get("StopSignal"), resources=resources, network=network)
         containers.register(rec, opts.name)
     except BaseException:
-        from minirun.network import attach as net
+        from minirun.network import local
 
-        net.release(store, cid)  # what prepare allocated, if it got that far
+        if local.uses_bridge(opts.network):
+            from minirun.network import attach as net
+
+            net.release(store, cid)  # what prepare allocated, if it got that far
         containers.discard(cid)
         raise
     return rec
@@ -354,19 +365,23 @@ def remove(store: Store, rec: ContainerRecord, force: bool = False) -> None:
 def _network_hook(store: Store, rec: ContainerRecord) -> Any:
     """The runtime's prestart hook that plugs a bridge-networked container in (veth, eth0,
     port proxy); None for --network none/host, which then never import pyroute2."""
+    from minirun.network.local import uses_bridge
+
+    if not uses_bridge(rec.network.get("mode", "none")):
+        return None
     from minirun.network import attach as net
 
-    if not net.uses_bridge(rec.network.get("mode", "none")):
-        return None
     return net.hook(store, rec.id)
 
 
 def _release_network(store: Store, rec: ContainerRecord) -> None:
     """Give back the container's address, ports and proxy once its process is gone
     (a newer run of it, after a restart, keeps its own)."""
-    from minirun.network import attach as net
+    from minirun.network.local import uses_bridge
 
-    if net.uses_bridge(rec.network.get("mode", "none")):
+    if uses_bridge(rec.network.get("mode", "none")):
+        from minirun.network import attach as net
+
         net.release(store, rec.id, only_dead=True)
 
 

@@ -28,9 +28,10 @@ from typing import Any
 
 from minirun.errors import NetworkError, PortInUse, UsageError
 from minirun.image.store import Store
-from minirun.network import dns, ipam
+from minirun.network import dns, ipam, local
 from minirun.network.config import DEFAULT_NETWORK, Network, Networks, default_route_mtu
 from minirun.network.ipam import Endpoint, PortMap, State
+from minirun.network.local import uses_bridge
 
 _reserved: dict[str, list[socket.socket]] = {}  # container ID -> bound host ports
 
@@ -41,10 +42,6 @@ def _state_path(nets: Networks) -> Path:
 
 def veth_name(cid: str) -> str:
     return "mrv" + cid[:12]  # 15 characters: IFNAMSIZ - 1
-
-
-def uses_bridge(mode: str | None) -> bool:
-    return (mode or DEFAULT_NETWORK) not in ("none", "host")
 
 
 # -- prepare ----------------------------------------------------------------------------------
@@ -60,16 +57,9 @@ def prepare(store: Store, cid: str, *, mode: str, hostname: str, name: str | Non
     if mode.startswith("container:"):
         raise UsageError("--network container:NAME is not supported")
     if not uses_bridge(mode):
-        if publish or publish_all:
-            raise UsageError(f"cannot publish ports with --network {mode} (use a bridge network)")
-        extra = [dns.parse_add_host(h, None) for h in add_hosts]
-        base = dns.BASE_HOSTS
-        if mode == "host":
-            with contextlib.suppress(OSError):
-                base = Path("/etc/hosts").read_text()
-        hosts_path.write_text(dns.hosts(None, [], extra, base=base))
-        resolv_path.write_text(dns.resolv_conf(dns_servers, host_network=mode == "host"))
-        return {"mode": mode, "dns": dns_servers, "add_hosts": extra}
+        return local.prepare(mode, publish=publish, publish_all=publish_all,
+                             dns_servers=dns_servers, add_hosts=add_hosts,
+                             hosts_path=hosts_path, resolv_path=resolv_path)  # fmt: skip
     maps = [pm for spec in publish for pm in _parse_publish(spec)]
     if publish_all:
         have = {pm.key() for pm in maps}

@@ -22,9 +22,8 @@ from pathlib import Path
 
 from minirun.errors import NetworkError, NetworkNotFound, UsageError
 from minirun.image.store import Store, atomic_write, file_lock
+from minirun.network.local import DEFAULT_NETWORK, SPECIAL_MODES  # noqa: F401 - re-exported
 
-DEFAULT_NETWORK = "bridge"
-SPECIAL_MODES = ("none", "host")
 DEFAULT_BRIDGE = "minirun0"
 DEFAULT_SUBNETS = ["10.88.0.0/16"] + [f"172.{n}.0.0/16" for n in range(18, 32)]
 USER_SUBNETS = [f"10.89.{n}.0/24" for n in range(256)]  # Podman's pool for user networks

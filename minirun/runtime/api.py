@@ -106,7 +106,7 @@ class Runtime:
             self.log("debug", f"ignored (not supported here): {line}")
         d = self.states.reserve(cid)
         pid = -1
-        cg = None
+        made: list[Any] = []  # the cgroup, once made (in _spawn)
         old_mask: Any = None
         plan = None
         try:
@@ -115,14 +115,16 @@ class Runtime:
             plan = Plan()
             self._plan(plan, cfg, rootfs, no_pivot, preserve_fds)
             plan.pdeathsig = signal.SIGKILL if die_with_parent else 0
-            cg = self._cgroup(cfg, cid, default_cgroup)
-            if cg is not None:
-                plan.cgroup_procs = cg.procs_files
+            cg_path = self._cgroup_path(cfg, cid, default_cgroup)
+
+            def make_cgroup() -> list[str]:
+                made.append(self._make_cgroup(cg_path, cfg))
+                return list(made[0].procs_files)
             now = time.time_ns()
             created = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now // 10**9)) + (
                 f".{now % 10**9:09d}Z")
             st = State(id=cid, pid=0, pid_start="", bundle=cfg.bundle, rootfs=plan.root,
-                       created=created, cgroup=cg.path if cg is not None else "",
+                       created=created, cgroup=cg_path,
                        annotations=cfg.annotations,
                        poststop=[_hook_dict(h) for h in cfg.hooks.get("poststop", [])],
                        creator=os.getpid(), creator_start=start_time(os.getpid()))
@@ -152,7 +154,7 @@ class Runtime:
             std = (stdio.stdin, stdio.stdout, stdio.stderr) if stdio is not None else (None, None, None)
             pidns = None if plan.fork_pid_ns else _pid_ns(cfg)
             try:
-                pid, old_mask = _spawn(plan, std, console, pidns, ready, _maps(cfg))
+                pid, old_mask = _spawn(plan, std, console, pidns, ready, _maps(cfg), make_cgroup)
             finally:
                 if pidns is not None and pidns[0] == "join":
                     os.close(pidns[1])
@@ -168,7 +170,7 @@ class Runtime:
                     os.waitpid(pid, 0)
             if old_mask is not None:
                 signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
-            if cg is not None:
+            for cg in made:
                 with contextlib.suppress(RuntimeFailure):
                     cg.remove()
             self.states.remove(cid)
@@ -231,14 +233,18 @@ class Runtime:
         plan.start_hooks = cfg.hooks.get("startContainer", [])
         plan.preserve_fds = preserve_fds
 
-    def _cgroup(self, cfg: Config, cid: str, default: str | None) -> Any:
+    def _cgroup_path(self, cfg: Config, cid: str, default: str | None) -> str:
         from minirun.runtime import cgroups
 
         if self.systemd_cgroup and not cgroups.systemd_available():
             raise RuntimeFailure("--systemd-cgroup: systemd is not running on this host (no "
                                  "/run/systemd/system); use the cgroupfs driver")  # fmt: skip
-        path = cgroups.resolve_path(cfg.cgroups_path, cid, systemd=self.systemd_cgroup,
+        return cgroups.resolve_path(cfg.cgroups_path, cid, systemd=self.systemd_cgroup,
                                     default=default)  # fmt: skip
+
+    def _make_cgroup(self, path: str, cfg: Config) -> Any:
+        from minirun.runtime import cgroups
+
         # linux.devices are made as nodes only: using one needs an allow rule in
         # linux.resources.devices, as with runc
         cg = cgroups.Cgroup.create(path, cfg.resources)
@@ -676,16 +682,27 @@ def _spawn(
     pidns: tuple[str, Any] | None,
     on_ready: Callable[[int], bytes] | None,
     on_userns: Callable[[int], None] | None,
+    make_cgroup: Callable[[], list[str]] | None = None,
 ) -> tuple[int, Any]:
     """Fork the child into ``plan`` and see it through its rendezvous. Returns (pid,
     the signal mask from before; the forwarded signals are still blocked) once the child
-    is created (waiting at the fifo) or has exec'd; raises what the child reported."""
+    is created (waiting at the fifo) or has exec'd; raises what the child reported.
+
+    ``make_cgroup`` creates the container's cgroup and returns its cgroup.procs files.
+    For a create whose init is our child, that happens after the fork and the child is
+    moved in from here, both while it sets up its namespaces and mounts (a v1 migration
+    alone waits ~10 ms for an RCU grace period); it waits at READY, so nothing of the
+    container runs outside the cgroup. Otherwise (the init is a grandchild, behind a
+    user namespace) the cgroup is made first and the child joins it itself."""
     if console is not None:
         from minirun.runtime import tty  # noqa: F401 - the child cannot import after pivot_root
     from minirun.runtime import sealed
 
     plan.exec_fd = sealed.exec_fd()
     plan.parent = os.getpid()
+    plan.cgroup_by_parent = make_cgroup is not None and on_ready is not None and not plan.fork_pid_ns
+    if make_cgroup is not None and not plan.cgroup_by_parent:
+        plan.cgroup_procs = make_cgroup()
     r, w = pipe()
     ready_r, ready_w = pipe()
     go_r, go_w = pipe()
@@ -727,6 +744,10 @@ def _spawn(
     for fd in (w, ready_w, go_r):
         os.close(fd)
     try:
+        if plan.cgroup_by_parent and make_cgroup is not None:
+            _join_cgroup(pid, make_cgroup())
+            with contextlib.suppress(BrokenPipeError):  # it died early: its report says why
+                os.write(go_w, b"J")
         try:
             while on_ready is not None or on_userns is not None:
                 what = os.read(ready_r, 1)
@@ -766,6 +787,24 @@ def _spawn(
     finally:
         os.close(r)
     return pid, old_mask
+
+
+def _join_cgroup(pid: int, procs_files: list[str]) -> None:
+    """Move the child into the container's cgroup (every hierarchy) while it sets up."""
+    data = str(pid).encode()
+    for path in procs_files:
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+        except OSError as e:
+            raise RuntimeFailure(f"cgroup: cannot open {path}: {e.strerror}") from None
+        try:
+            os.write(fd, data)
+        except ProcessLookupError:
+            return  # the child died early: its own report says why
+        except OSError as e:
+            raise RuntimeFailure(f"cgroup: cannot join {path}: {e.strerror}") from None
+        finally:
+            os.close(fd)
 
 
 def _signal(st: State, sig: int) -> None:

@@ -74,7 +74,7 @@ class Plan:
         # exec: the running container's root (an O_PATH fd of /proc/PID/root)
         "chroot_fd",
         # both
-        "cgroup_procs", "preserve_fds", "console_mount", "hook_state", "pdeathsig", "parent",
+        "cgroup_procs", "cgroup_by_parent", "preserve_fds", "console_mount", "hook_state", "pdeathsig", "parent",
         "fork_pid_ns", "exec_fd",
     )  # fmt: skip
 
@@ -111,6 +111,10 @@ class Plan:
         self.fifo = -1  # O_PATH fd of the exec fifo; -1: exec right away
         self.chroot_fd = -1
         self.cgroup_procs: list[str] = []
+        # the parent moves us into the cgroup while we set up (a v1 migration waits ~10 ms
+        # for an RCU grace period: overlapped, not on the critical path); we wait for it
+        # at the READY rendezvous, before anything of the container runs
+        self.cgroup_by_parent = False
         self.preserve_fds = 0
         self.console_mount = True  # bind the pty slave over /dev/console (not for exec)
         self.hook_state = b"{}"  # the OCI state JSON the parent sends at READY
@@ -171,7 +175,7 @@ def become(
             keep.append(console.fileno())
         sc.setup_stdio(std, [fd for fd in keep if fd >= 0])
         sc.set_umask(0)  # device nodes and mount points get exactly the modes we ask for
-        if plan.cgroup_procs:
+        if plan.cgroup_procs and not plan.cgroup_by_parent:
             step = "cgroup"
             for procs in plan.cgroup_procs:
                 sc.write_file(procs, "0")
@@ -186,11 +190,18 @@ def become(
             step = "user namespace"
             sc.unshare(linux.CLONE_NEWUSER)
         if gate is not None and plan.userns:
+            if plan.cgroup_by_parent:
+                sc.wait_joined(gate)
             sc.rendezvous(gate, USERNS)  # the parent writes uid_map/gid_map
             sc.become_root_in_userns()
         step = "namespaces"
-        if plan.unshare:
-            sc.unshare(plan.unshare)
+        unshare = plan.unshare
+        if plan.cgroup_by_parent:
+            # a cgroup namespace is rooted where we are when it is made: only once the
+            # parent has moved us into the container's cgroup (see _mounts)
+            unshare &= ~linux.CLONE_NEWCGROUP
+        if unshare:
+            sc.unshare(unshare)
         if plan.fork_pid_ns:
             child = sc.fork()
             if child:
@@ -289,6 +300,11 @@ def _mounts(plan: Plan, sc: Syscalls, gate: tuple[int, int] | None) -> None:
     else:
         sc.bind_root(plan.root)  # pivot_root needs the new root to be a mount point
     rootfd = sc.open_root(plan.root)
+    if plan.cgroup_by_parent:
+        if gate is not None and not plan.userns:
+            sc.wait_joined(gate)  # cgroup mounts show (and bind) the cgroup we are in
+        if plan.unshare & linux.CLONE_NEWCGROUP:
+            sc.unshare(linux.CLONE_NEWCGROUP)
     sc.mount_all(rootfd, plan.mounts, plan.terminal)
     if plan.devices:
         sc.create_devices(rootfd, plan.devices)

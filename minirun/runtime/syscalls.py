@@ -187,6 +187,11 @@ class Syscalls:
             os._exit(1)
         return _read_exact(gate[1], int(head[1:]))
 
+    def wait_joined(self, gate: tuple[int, int]) -> None:
+        """Wait for the parent's b"J": it has moved us into the container's cgroup."""
+        if _read_exact(gate[1], 1) != b"J":
+            os._exit(1)  # the parent gave up (its error is the report)
+
     def wait_for_start(self, fifo_fd: int) -> None:
         """Block until ``start`` opens the exec fifo (runc's exec.fifo): the fifo was opened
         O_PATH before pivot_root, and is reopened for writing through /proc/self/fd."""

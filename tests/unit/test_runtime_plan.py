@@ -249,3 +249,21 @@ def test_created_record_is_sent_before_waiting(bundle: Path) -> None:
     finally:
         os.close(r)
         os.close(w)
+
+
+def test_cgroup_moved_by_the_parent_before_anything_cgroup_dependent(bundle: Path) -> None:
+    # the parent moves the init into its cgroup while it sets up; the init waits for that
+    # ("J") before the cgroup namespace is made and the cgroup filesystems are mounted
+    raw = cfg()
+    raw["linux"]["namespaces"].append({"type": "cgroup"})
+    plan = plan_for(bundle, raw)
+    plan.cgroup_by_parent = True
+    plan.cgroup_procs = ["/sys/fs/cgroup/x/cgroup.procs"]
+    sc = record(plan)
+    names = sc.names()
+    assert "write_file" not in names  # the child does not join itself
+    first = next(a for n, a in sc.calls if n == "unshare")[0]
+    assert first & linux.CLONE_NEWNS and not first & linux.CLONE_NEWCGROUP
+    cg_unshare = [i for i, (n, a) in enumerate(sc.calls) if n == "unshare" and a == (linux.CLONE_NEWCGROUP,)]
+    assert len(cg_unshare) == 1
+    assert names.index("wait_joined") < cg_unshare[0] < names.index("mount_all") < names.index("execve")
