@@ -157,7 +157,11 @@ def ps(ctx: click.Context, all_: bool, quiet: bool, no_trunc: bool, fmt: str) ->
     """List containers."""
     from minirun.container.records import Containers
     from minirun.humanize import ago
-    from minirun.network.attach import ports_text
+
+    def ports_text(store: Store, cid: str) -> str:
+        from minirun.network.attach import ports_text  # only for running containers
+
+        return ports_text(store, cid)
 
     store = store_from(ctx, "ps")
     now = time.time()

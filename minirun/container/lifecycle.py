@@ -359,7 +359,7 @@ def remove(store: Store, rec: ContainerRecord, force: bool = False) -> None:
         kill(store, rec, signal.SIGKILL)
         _wait_exit(containers, rec, 10.0)
     release(store, rec)
-    containers.discard(rec.id)
+    containers.discard(rec.id, rec.name)
 
 
 def _network_hook(store: Store, rec: ContainerRecord) -> Any:

@@ -115,6 +115,11 @@ class Containers:
     def __init__(self, store: Store) -> None:
         self.store = store
         self.root = store.containers
+        self._root = str(self.root)
+        # names/<name> -> <id> (a symlink: made atomically, and only once): a name is
+        # found and claimed without reading every record, so `run` and `inspect NAME`
+        # cost the same with 1000 containers as with none
+        self._names = str(store.root / "names")
 
     def dir(self, cid: str) -> Path:
         return self.root / cid
@@ -124,7 +129,9 @@ class Containers:
 
     def _load(self, cid: str) -> ContainerRecord | None:
         try:
-            d = json.loads(self._path(cid).read_bytes())
+            # plain strings, not Path objects: `ps` loads every record
+            with open(f"{self._root}/{cid}/container.json", "rb") as f:
+                d = json.loads(f.read())
             return ContainerRecord.from_json(d)
         except (FileNotFoundError, NotADirectoryError, ValueError, TypeError):
             return None
@@ -195,25 +202,78 @@ class Containers:
     def all(self) -> list[ContainerRecord]:
         if not self.root.is_dir():
             return []
-        recs = [self.refresh(r) for p in self.root.iterdir() if (r := self._load(p.name)) is not None]
+        recs = [self.refresh(r) for n in os.listdir(self._root) if (r := self._load(n)) is not None]
         recs.sort(key=lambda r: r.created, reverse=True)
         return recs
 
     def get(self, ref: str) -> ContainerRecord:
-        """By full ID, unique ID prefix or name (with or without Docker's leading '/')."""
+        """By full ID, name (with or without Docker's leading '/'), or unique ID prefix —
+        Docker's order. Reads one record, not all of them."""
         ref = ref.lstrip("/")
-        if not ref:
+        if not ref or "/" in ref or ref in (".", ".."):
             raise ContainerNotFound(ref)
-        recs = self.all()
-        for r in recs:
-            if r.id == ref or r.name == ref:
-                return r
-        matches = [r for r in recs if r.id.startswith(ref)]
-        if len(matches) == 1:
-            return matches[0]
-        if len(matches) > 1:
+        self._ensure_names()
+        if len(ref) == 64 and (rec := self._load(ref)) is not None:
+            return self.refresh(rec)
+        with contextlib.suppress(OSError):
+            cid = os.readlink(f"{self._names}/{ref}")
+            if (rec := self._load(cid)) is not None and rec.name == ref:
+                return self.refresh(rec)
+        try:
+            ids = [n for n in os.listdir(self._root) if n.startswith(ref)]
+        except FileNotFoundError:
+            ids = []
+        recs = [r for n in ids if (r := self._load(n)) is not None]
+        if len(recs) == 1:
+            return self.refresh(recs[0])
+        if len(recs) > 1:
             raise ContainerError(f"container ID prefix {ref!r} is ambiguous; give more characters")
         raise ContainerNotFound(ref)
+
+    def _ensure_names(self) -> None:
+        """A store from before the names index: build it once from the records."""
+        if os.path.isdir(self._names) or not os.path.isdir(self._root):
+            return
+        tmp = f"{self._names}.{os.getpid()}"
+        os.makedirs(tmp, mode=0o700, exist_ok=True)
+        for n in os.listdir(self._root):
+            rec = self._load(n)
+            if rec is not None and rec.name:
+                with contextlib.suppress(FileExistsError):
+                    os.symlink(rec.id, f"{tmp}/{rec.name}")
+        try:
+            os.rename(tmp, self._names)
+        except OSError:  # another process built it first
+            import shutil
+
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    def _claim_name(self, name: str, cid: str) -> bool:
+        """Make names/<name> point at ``cid``; False if a live container has it. A link
+        whose container is gone (a crash between claim and record) is taken over."""
+        link = f"{self._names}/{name}"
+        for _ in range(2):
+            try:
+                os.symlink(cid, link)
+                return True
+            except FileExistsError:
+                pass
+            try:
+                owner = os.readlink(link)
+            except FileNotFoundError:
+                continue  # released meanwhile: try again
+            rec = self._load(owner)
+            if owner == cid or (rec is not None and rec.name == name):
+                return owner == cid
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(link)  # stale
+        return False
+
+    def _release_name(self, name: str, cid: str) -> None:
+        link = f"{self._names}/{name}"
+        with contextlib.suppress(OSError):
+            if os.readlink(link) == cid:
+                os.unlink(link)
 
     def register(self, rec: ContainerRecord, name: str | None) -> None:
         """Give a prepared container (its dir made by :meth:`new_id`) a unique name and
@@ -225,17 +285,31 @@ class Containers:
             # an image removed while this one was being prepared must not be run
             if not self.store.has_image(rec.image_id):
                 raise ImageNotFound(rec.image)
-            taken = {r.name: r.id for r in self.all()}
-            if name is not None and name in taken:
-                raise NameInUse(name, taken[name])
-            while name is None or name in taken:
-                adj, noun, n = os.urandom(3)
-                name = f"{_ADJECTIVES[adj % len(_ADJECTIVES)]}_{_NOUNS[noun % len(_NOUNS)]}"
-                if name in taken:
-                    name += str(n % 100)
+            self._ensure_names()
+            os.makedirs(self._names, mode=0o700, exist_ok=True)
+            if name is not None:
+                if not self._claim_name(name, rec.id):
+                    owner = ""
+                    with contextlib.suppress(OSError):
+                        owner = os.readlink(f"{self._names}/{name}")
+                    raise NameInUse(name, owner)
+            else:
+                tries = 0
+                while name is None:
+                    adj, noun, n = os.urandom(3)
+                    name = f"{_ADJECTIVES[adj % len(_ADJECTIVES)]}_{_NOUNS[noun % len(_NOUNS)]}"
+                    if tries:
+                        name += str(n % 100 if tries < 20 else int.from_bytes(os.urandom(4)))
+                    tries += 1
+                    if not self._claim_name(name, rec.id):
+                        name = None
             rec.name = name
-            self.store.pin(rec.id, rec.image_id)  # rmi spares the images containers use
-            self.save(rec)
+            try:
+                self.store.pin(rec.id, rec.image_id)  # rmi spares the images containers use
+                self.save(rec)
+            except BaseException:
+                self._release_name(name, rec.id)
+                raise
 
     def remove(self, rec: ContainerRecord, force: bool = False) -> None:
         if rec.alive():
@@ -245,17 +319,22 @@ class Containers:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(rec.pid, 9)
             _wait_gone(rec.pid)
-        self.discard(rec.id)
+        self.discard(rec.id, rec.name)
 
-    def discard(self, cid: str) -> None:
-        """Delete a container's dir: renamed away first so the record vanishes at once."""
+    def discard(self, cid: str, name: str = "") -> None:
+        """Delete a container's dir: renamed away first so the record vanishes at once;
+        then its name is free."""
         doomed = self.store.new_tmp(".rm")
         try:
             os.rename(self.dir(cid), doomed)
         except FileNotFoundError:
             self.store.unpin(cid)
+            if name:
+                self._release_name(name, cid)
             return
         self.store.unpin(cid)
+        if name:
+            self._release_name(name, cid)
         _rmtree(str(doomed))
 
 

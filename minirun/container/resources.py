@@ -17,7 +17,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from minirun.errors import UsageError
-from minirun.runtime.cgroups import DEFAULT_ALLOWED_DEVICES, shares_to_weight
+
+
+def shares_to_weight(shares: int) -> int:
+    """cpu.shares (v1) -> cpu.weight (v2), as runtime/cgroups converts it (imported only
+    when a container has --cpu-shares: every verb reads records, few need cgroups)."""
+    from minirun.runtime.cgroups import shares_to_weight as convert
+
+    return convert(shares)
+
 
 __all__ = [
     "MIN_MEMORY",
@@ -103,6 +111,8 @@ class Resources:
             out["devices"] = [{"allow": True, "access": "rwm"}]
         else:
             out["devices"] = [{"allow": False, "access": "rwm"}]
+            from minirun.runtime.cgroups import DEFAULT_ALLOWED_DEVICES
+
             out["devices"] += [dict(rule) for rule in DEFAULT_ALLOWED_DEVICES]
         return out
 

@@ -7,6 +7,7 @@ import json
 import os
 import pty
 import select
+import shutil
 import signal
 import subprocess
 import sys
@@ -382,3 +383,50 @@ def test_many_layers_mount(cli: Cli, tmp_path: Path) -> None:
         assert r.stdout.split() == ["0", "118", "119"]
     finally:
         cli("rmi", "many")
+
+
+def test_names_index_claims_frees_and_finds(cli: Cli, root: Path) -> None:
+    """Names live in <root>/names (one symlink each): a name is claimed once, freed by rm,
+    found without reading the other records, and an ID prefix still works."""
+    assert cli("run", "--name", "idx", "busybox", "true").returncode == 0
+    try:
+        cid = os.readlink(root / "names" / "idx")
+        assert (root / "containers" / cid / "container.json").exists()
+        assert json.loads(cli("inspect", "idx").stdout)[0]["Id"] == cid
+        assert json.loads(cli("inspect", cid[:8]).stdout)[0]["Id"] == cid
+    finally:
+        assert cli("rm", "idx").returncode == 0
+    assert not (root / "names" / "idx").exists()
+    assert cli("run", "--name", "idx", "busybox", "true").returncode == 0  # free again
+    cli("rm", "idx")
+
+
+def test_names_index_stale_link_is_taken_over(cli: Cli, root: Path) -> None:
+    """A link left by a crash (its container dir gone) does not block the name."""
+    (root / "names").mkdir(exist_ok=True)
+    os.symlink("0" * 64, root / "names" / "ghost")
+    assert cli("run", "--name", "ghost", "busybox", "true").returncode == 0
+    cli("rm", "ghost")
+
+
+def test_names_index_built_for_an_older_store(cli: Cli, root: Path) -> None:
+    assert cli("run", "--name", "old1", "busybox", "true").returncode == 0
+    try:
+        shutil.rmtree(root / "names")  # as a store from before the index
+        assert json.loads(cli("inspect", "old1").stdout)[0]["Name"] == "/old1"
+        assert (root / "names" / "old1").is_symlink()
+        dup = cli("run", "--name", "old1", "busybox", "true")
+        assert dup.returncode == 125 and "already in use" in dup.stderr
+    finally:
+        cli("rm", "old1")
+
+
+def test_racing_runs_with_one_name_one_wins(cli: Cli, root: Path) -> None:
+    procs = [_popen(root, "run", "--name", "race", "busybox", "true") for _ in range(6)]
+    codes = [p.wait(60) for p in procs]
+    try:
+        assert sorted(codes) == [0] + [125] * 5, codes
+        assert cli("ps", "-a", "-q").stdout.count("\n") >= 1
+        assert [ln for ln in cli("ps", "-a").stdout.splitlines() if ln.endswith(" race")]
+    finally:
+        cli("rm", "race")
