@@ -14,15 +14,15 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
     widths = [len(h) for h in headers]
     for row in rows:
         widths = [max(w, len(c)) for w, c in zip(widths, row, strict=True)]
-    for row in [list(headers), *rows]:
-        line = "   ".join(c.ljust(w) for c, w in zip(row, widths, strict=True))
-        click.echo(line.rstrip())
+    lines = ["   ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
+             for row in [list(headers), *rows]]  # fmt: skip
+    click.echo("\n".join(lines))  # one write: `ps -a` of 1000 containers is 1001 lines
 
 
 def json_lines(objs: Sequence[dict[str, Any]]) -> None:
     """``--format json``: one JSON object per line, as ``docker images --format json``."""
-    for o in objs:
-        click.echo(json.dumps(o))
+    if objs:
+        click.echo("\n".join(json.dumps(o) for o in objs))
 
 
 def each(ctx: click.Context, names: Sequence[str], action: Callable[[str], object], echo: bool = True) -> None:

@@ -109,6 +109,15 @@ def process_start_time(pid: int) -> str:
 _start_time = process_start_time
 
 
+_OPTION_DEFAULTS: dict[str, Any] = {}
+
+
+def _option_defaults() -> dict[str, Any]:
+    if not _OPTION_DEFAULTS:
+        _OPTION_DEFAULTS.update(asdict(RunOptions()))
+    return _OPTION_DEFAULTS
+
+
 class Containers:
     """The container records of one store."""
 
@@ -141,8 +150,11 @@ class Containers:
         on the start-up path, and after a power loss the state is re-derived anyway."""
         path = self._path(rec.id)
         tmp = path.with_name(f".container.json.{os.getpid()}")
+        d = asdict(rec)
+        # only the flags that differ from their defaults: every `ps` parses every record
+        d["options"] = {k: v for k, v in d["options"].items() if _option_defaults().get(k, k) != v}
         try:
-            tmp.write_text(json.dumps(asdict(rec)))
+            tmp.write_text(json.dumps(d))
             os.replace(tmp, path)
         except FileNotFoundError:
             # its dir is gone: an `rm -f` removed the container while its runner was
