@@ -19,7 +19,7 @@ APT_PKGS  := python3 python3-venv python3-dev gcc make libcap-dev busybox-static
              containerd debootstrap libseccomp2 libc6-dev nftables kmod hyperfine
 PYTEST_ARGS ?=
 
-.PHONY: deps install images demo test lint bench clean
+.PHONY: deps install images demo test lint bench bench-all clean
 
 deps:
 	@missing=$$(for p in $(APT_PKGS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
@@ -66,7 +66,12 @@ lint: install
 	$(BIN)/ruff check minirun tests bench images
 	$(BIN)/mypy
 
+# `make bench`: the one table (bench/bench_table.py), also written to bench/results/;
+# `make bench-all`: every bench (pull, unpack, networking, detach memory, breakdown...).
 bench: install
+	$(BIN)/python bench/bench_table.py
+
+bench-all: install
 	@for b in bench/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
 
 clean:
