@@ -112,7 +112,7 @@ def run(ctx: click.Context, interactive: bool, tty: bool, detach: bool, use_init
     if not detach and network not in ("none", "host"):
         from minirun.network.netlink import prewarm
 
-        prewarm()  # pyroute2's import overlaps the container's set-up (never before a fork: -d)
+        prewarm()  # pyroute2 is imported on the other core while the container is made
     if not detach:
         ctx.exit(lifecycle.run(store, image, opts, _pull_report))
     rec = lifecycle.create(store, image, opts, _pull_report)

@@ -79,7 +79,45 @@ def store_from(ctx: click.Context, command: str = "") -> Any:
 
 
 def main() -> None:
+    _prewarm_network(sys.argv[1:])
     _exit(_main())
+
+
+def _prewarm_network(argv: list[str]) -> None:
+    """`minirun run` on a bridge network: start the pyroute2 worker (network/netlink.py)
+    now, before click is even imported, so that its ~0.1 s import on the other core is
+    over when the container's namespace is ready."""
+    if _bridge_run(argv):
+        from minirun.network import netlink
+
+        netlink.prewarm()
+
+
+def _bridge_run(argv: list[str]) -> bool:
+    """A cheap look at argv: an attached `run` without --network none/host? A wrong
+    guess only costs a worker that is killed unused (or one started later)."""
+    args = iter(argv)
+    verb = None
+    for a in args:
+        if a == "--root":
+            next(args, None)
+        elif not a.startswith("-"):
+            verb = a
+            break
+    if verb != "run":
+        return False
+    network = "bridge"
+    for a in args:
+        if a in ("-d", "--detach") or (a.startswith("-") and not a.startswith("--")
+                                       and "d" in a[1:] and a[1:].isalpha()):  # fmt: skip
+            return False  # the detached monitor starts its own (it forks first)
+        if a in ("--network", "--net"):
+            network = next(args, "bridge")
+        elif a.startswith(("--network=", "--net=")):
+            network = a.partition("=")[2]
+        elif not a.startswith("-"):
+            break  # the image (or an option's value): the container's command follows
+    return network not in ("none", "host")
 
 
 def _main() -> int:
@@ -115,7 +153,10 @@ def _main() -> int:
 def _exit(code: int) -> None:
     """Flush what we wrote, then leave without the interpreter's teardown of every module
     (~6-10 ms on each `minirun run`). Nothing of ours needs it: files are closed by their
-    `with` blocks, and the only thread (pyroute2's import) is a daemon."""
+    `with` blocks, and there are no threads."""
+    netlink = sys.modules.get("minirun.network.netlink")
+    if netlink is not None:
+        netlink.done()  # a pyroute2 worker a failed run did not use
     try:
         sys.stdout.flush()
     except BrokenPipeError:

@@ -283,6 +283,12 @@ def _monitor(store: Store, rec: ContainerRecord, bundle: str, rootfs: OverlayRoo
 
     rt = None
     try:
+        from minirun.network.local import uses_bridge
+
+        if uses_bridge(rec.network.get("mode", "none")):
+            from minirun.network.netlink import prewarm
+
+            prewarm()  # pyroute2 imported by a worker, on the other core, meanwhile
         os.setsid()  # not killed with the terminal or the CLI's process group
         null = os.open(os.devnull, os.O_RDWR)
         for fd in (0, 1, 2):  # keep nothing of the CLI's stdio: a reader would wait for EOF

@@ -177,7 +177,12 @@ def hook(store: Store, cid: str) -> Any:
         return None
 
     def prestart(pid: int) -> None:
-        attach(store, cid, pid)
+        from minirun.network import netlink
+
+        try:
+            attach(store, cid, pid)
+        finally:
+            netlink.done()  # the pyroute2 worker (if prewarm() started one) is not needed now
 
     return prestart
 
@@ -264,10 +269,26 @@ def _teardown(ep: Endpoint) -> None:
     from minirun.network.ports import stop_proxy
 
     stop_proxy(ep.proxy_pid, ep.proxy_start)
-    if os.path.exists(f"/sys/class/net/{ep.veth}"):  # normally gone with the namespace
-        from minirun.network import netlink
+    if _gone_with_namespace(ep.veth):
+        return
+    from minirun.network import netlink
 
-        netlink.delete_link(ep.veth)
+    netlink.delete_link(ep.veth)
+
+
+def _gone_with_namespace(veth: str, timeout: float = 0.2) -> bool:
+    """The kernel deletes the pair when the container's network namespace goes, a few
+    ms after its last process (cleanup_net runs from a workqueue): wait for that rather
+    than load pyroute2 (~0.1 s) to delete what is about to vanish anyway."""
+    import time
+
+    path = f"/sys/class/net/{veth}"
+    deadline = time.monotonic() + timeout
+    while os.path.exists(path):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.002)
+    return True
 
 
 def release(store: Store, cid: str, only_dead: bool = False) -> None:

@@ -9,6 +9,12 @@ gets a default route via the bridge, through a netlink socket opened *in* the
 container's namespace: the calling thread setns()es there, opens the socket and returns
 at once (a socket stays in the namespace it was created in). pyroute2's own netns
 support forks a helper process for that, which costs more than the whole set-up.
+
+pyroute2's import is ~0.1 s of CPU. A thread would only overlap it with our waits (the
+GIL), so ``prewarm()`` forks a worker process instead: it imports pyroute2 on the other
+core while this process creates the container, then makes the netlink calls sent to it
+(``ensure_bridge``, ``attach_veth``) and is reaped by ``done()``. Without a worker every
+call runs here.
 """
 
 from __future__ import annotations
@@ -16,32 +22,121 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import socket
-import threading
+from collections.abc import Callable
 from typing import Any
 
 from minirun.errors import NetworkError
 
-_imported = threading.Event()
+_worker: _Worker | None = None
 
 
 def _iproute() -> Any:
+    """pyroute2's IPRoute class, without pyroute2/__init__.py: that file imports every
+    part of the library (NDB, IPDB, conntrack, ipset, devlink, wifi...), 150 ms here,
+    of which IPRoute needs 95. The package is registered unexecuted, so importing its
+    iproute module loads only what that module itself imports."""
+    import sys
+
+    if "pyroute2" not in sys.modules:
+        import importlib.util
+
+        spec = importlib.util.find_spec("pyroute2")
+        if spec is not None:
+            sys.modules["pyroute2"] = importlib.util.module_from_spec(spec)
     from pyroute2.iproute.linux import IPRoute
 
     return IPRoute
 
 
-def prewarm() -> threading.Thread:
-    """Import pyroute2 in a thread, so its ~0.1 s overlaps the container's set-up."""
+class _Worker:
+    """A forked child that imports pyroute2 and runs the calls sent to it: one JSON line
+    each way per call. It exits at EOF on its request pipe (or with its parent)."""
 
-    def load() -> None:
-        with contextlib.suppress(Exception):
-            _iproute()
-        _imported.set()
+    def __init__(self) -> None:
+        self.used = False
+        req_r, self.req_w = os.pipe2(os.O_CLOEXEC)
+        self.rep_r, rep_w = os.pipe2(os.O_CLOEXEC)
+        self.pid = os.fork()
+        if self.pid == 0:  # pragma: no cover - the worker
+            try:
+                os.close(self.req_w)
+                os.close(self.rep_r)
+                _serve(req_r, rep_w, os.getppid())
+            finally:
+                os._exit(0)
+        os.close(req_r)
+        os.close(rep_w)
+        self.replies = os.fdopen(self.rep_r, "rb")
 
-    t = threading.Thread(target=load, name="pyroute2-import", daemon=True)
-    t.start()
-    return t
+    def call(self, name: str, *args: Any) -> Any:
+        import json
+
+        self.used = True
+        os.write(self.req_w, json.dumps([name, list(args)]).encode() + b"\n")
+        line = self.replies.readline()
+        if not line:
+            raise NetworkError(f"netlink worker died during {name}")
+        ok, value = json.loads(line)
+        if not ok:
+            raise NetworkError(value)
+        return value
+
+    def close(self) -> None:
+        os.close(self.req_w)
+        self.replies.close()
+        if not self.used:  # still importing, maybe: no need to wait for that
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, 9)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(self.pid, 0)
+
+
+def _serve(req_r: int, rep_w: int, parent: int) -> None:  # pragma: no cover - the worker
+    import json
+
+    from minirun.runtime import linux
+
+    linux.prctl(linux.PR_SET_PDEATHSIG, 9)
+    if os.getppid() != parent:
+        return
+    # nothing of the parent's: no lock, pipe or socket it holds may outlive its use there
+    for fd in [int(n) for n in os.listdir("/proc/self/fd")]:
+        if fd > 2 and fd not in (req_r, rep_w):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+    null = os.open(os.devnull, os.O_RDWR)
+    os.dup2(null, 0)
+    os.dup2(null, 1)  # stderr stays: a traceback of a bug is worth seeing
+    os.close(null)
+    with contextlib.suppress(Exception):
+        _iproute()
+    calls: dict[str, Callable[..., Any]] = {"ensure_bridge": _ensure_bridge,
+                                            "attach_veth": _attach_veth}  # fmt: skip
+    with os.fdopen(req_r, "rb") as requests:
+        for line in requests:
+            name, args = json.loads(line)
+            try:
+                reply = [True, calls[name](*args)]
+            except NetworkError as e:
+                reply = [False, str(e)]
+            except Exception as e:
+                reply = [False, f"{name}: {type(e).__name__}: {e}"]
+            os.write(rep_w, json.dumps(reply).encode() + b"\n")
+
+
+def prewarm() -> None:
+    """Start the worker (call while this process has no other threads: it forks)."""
+    global _worker
+    if _worker is None:
+        _worker = _Worker()
+
+
+def done() -> None:
+    """The netlink work of this run is over: let the worker go."""
+    global _worker
+    if _worker is not None:
+        w, _worker = _worker, None
+        w.close()
 
 
 def _code(e: Exception) -> int:
@@ -54,6 +149,12 @@ def link_exists(name: str) -> bool:
 
 def ensure_bridge(name: str, gateway: str, prefixlen: int) -> bool:
     """The bridge with the gateway address, up; True if this call created it."""
+    if _worker is not None:
+        return bool(_worker.call("ensure_bridge", name, gateway, prefixlen))
+    return _ensure_bridge(name, gateway, prefixlen)
+
+
+def _ensure_bridge(name: str, gateway: str, prefixlen: int) -> bool:
     IPRoute = _iproute()
     created = False
     with IPRoute() as ipr:
@@ -90,7 +191,9 @@ def delete_link(name: str) -> None:
                 raise NetworkError(f"cannot delete interface {name}: {e}") from None
 
 
-def _socket_in_netns(pid: int) -> socket.socket:
+def _socket_in_netns(pid: int) -> Any:
+    import socket
+
     from minirun.runtime import linux
 
     own = os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
@@ -111,6 +214,14 @@ def attach_veth(bridge: str, veth: str, pid: int, ip: str, prefixlen: int, gatew
                 mac: str, mtu: int) -> None:
     """veth pair: ``veth`` on ``bridge`` (host), ``eth0`` in /proc/PID/ns/net with the
     address, up, default route via ``gateway``."""
+    if _worker is not None:
+        _worker.call("attach_veth", bridge, veth, pid, ip, prefixlen, gateway, mac, mtu)
+        return
+    _attach_veth(bridge, veth, pid, ip, prefixlen, gateway, mac, mtu)
+
+
+def _attach_veth(bridge: str, veth: str, pid: int, ip: str, prefixlen: int, gateway: str,
+                 mac: str, mtu: int) -> None:  # fmt: skip
     IPRoute = _iproute()
     with IPRoute() as ipr:
         br = ipr.link_lookup(ifname=bridge)

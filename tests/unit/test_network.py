@@ -214,3 +214,53 @@ def test_proxy_relays_tcp_and_udp_and_exits_with_its_container() -> None:
         proxy.wait()
         tsrv.close()
         usrv.close()
+
+
+@pytest.mark.parametrize("argv, bridge", [
+    (["run", "--rm", "busybox", "true"], True),
+    (["--root", "/x", "run", "busybox"], True),
+    (["run", "--network", "none", "busybox", "true"], False),
+    (["run", "--network=host", "busybox"], False),
+    (["run", "--net", "none", "busybox"], False),
+    (["run", "-d", "busybox", "sleep", "1"], False),
+    (["run", "-dit", "busybox", "sh"], False),
+    (["run", "-it", "busybox", "sh"], True),
+    (["run", "busybox", "--network", "none"], True),  # the container's own args
+    (["ps", "-a"], False),
+    (["--root", "run", "ps"], False),
+    ([], False),
+])  # fmt: skip
+def test_bridge_run_guess_for_the_netlink_worker(argv: list[str], bridge: bool) -> None:
+    from minirun.cli.main import _bridge_run
+
+    assert _bridge_run(argv) is bridge
+
+
+def test_netlink_worker_unused_is_killed_and_reaped() -> None:
+    """prewarm() forks a worker that imports pyroute2; done() without a call kills and
+    reaps it at once (not after its import)."""
+    import time
+
+    from minirun.network import netlink
+
+    netlink.prewarm()
+    w = netlink._worker
+    assert w is not None
+    t = time.monotonic()
+    netlink.done()
+    assert time.monotonic() - t < 1.0 and netlink._worker is None
+    with pytest.raises(ChildProcessError):
+        os.waitpid(w.pid, os.WNOHANG)
+
+
+def test_netlink_worker_reports_errors_as_network_errors() -> None:
+    from minirun.errors import NetworkError
+    from minirun.network import netlink
+
+    netlink.prewarm()
+    try:
+        with pytest.raises(NetworkError, match="does not exist"):
+            netlink.attach_veth("nosuchbridge0", "mrvtest", os.getpid(), "10.99.0.2", 24,
+                                "10.99.0.1", "02:42:0a:63:00:02", 1500)  # fmt: skip
+    finally:
+        netlink.done()
