@@ -37,6 +37,8 @@ _NOUNS = ("turing", "hopper", "lovelace", "ritchie", "thompson", "torvalds", "kn
 
 @dataclass
 class ContainerRecord:
+    """One container (containers/<id>/container.json): what ps, inspect and start read."""
+
     id: str
     name: str
     image: str  # as the user named it (ps shows this)

@@ -220,6 +220,8 @@ def default_mounts() -> list[dict[str, Any]]:
 
 @dataclass(frozen=True)
 class User:
+    """The process's user as the image's /etc/passwd and /etc/group resolve it."""
+
     uid: int
     gid: int
     additional_gids: list[int]

@@ -59,6 +59,8 @@ class LayerRef:
 
 @dataclass
 class ImageRecord:
+    """One stored image (images/<hex>.json): its manifest, config and layers."""
+
     id: str  # "sha256:<hex>" of the config blob
     manifest_digest: str
     manifest_media_type: str

@@ -33,6 +33,8 @@ _NAME_RE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]*")
 
 @dataclass
 class Network:
+    """One network record (networks/<name>.json): bridge, subnet, gateway."""
+
     name: str
     id: str  # 64 hex
     bridge: str  # the host's bridge interface

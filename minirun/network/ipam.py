@@ -42,6 +42,8 @@ class PortMap:
 
 @dataclass
 class Endpoint:
+    """A container's place on a network: address, MAC, veth, ports, its owner process."""
+
     container: str  # container ID
     network: str  # network name
     ip: str
@@ -67,6 +69,8 @@ class Endpoint:
 
 @dataclass
 class State:
+    """Every endpoint of a store's networks, and the firewall backend in use."""
+
     endpoints: dict[str, Endpoint] = field(default_factory=dict)  # container ID -> endpoint
     firewall: str | None = None  # the backend our rules were installed with, if any
 

@@ -337,6 +337,8 @@ def _check_name(name: str, what: str = "cgroup name") -> None:
 
 @dataclass(frozen=True)
 class _DeviceRule:
+    """One device cgroup rule (linux.resources.devices entry)."""
+
     allow: bool
     type: str  # "a" (any), "c", "b"
     major: int | None  # None = any

@@ -39,6 +39,8 @@ class ConfigError(RuntimeFailure):
 
 @dataclass(frozen=True)
 class Namespace:
+    """One of linux.namespaces: a type (its CLONE_* flag), new or joined by path."""
+
     type: str
     flag: int
     path: str | None  # join this namespace instead of making a new one
@@ -46,6 +48,8 @@ class Namespace:
 
 @dataclass(frozen=True)
 class IdMapping:
+    """One entry of linux.uidMappings / gidMappings."""
+
     container_id: int
     host_id: int
     size: int
@@ -53,6 +57,8 @@ class IdMapping:
 
 @dataclass(frozen=True)
 class Hook:
+    """One OCI hook: a host path, its argv and env, an optional timeout."""
+
     path: str
     args: tuple[str, ...]
     env: tuple[str, ...]
@@ -80,6 +86,8 @@ class Process:
 
 @dataclass
 class Config:
+    """A validated config.json: everything a container is made from."""
+
     bundle: str
     oci_version: str
     root_path: str  # absolute

@@ -35,6 +35,8 @@ class StateError(MinirunError):
 
 @dataclass
 class State:
+    """The runtime's state.json of one container."""
+
     id: str
     pid: int
     pid_start: str  # /proc/PID/stat starttime: tells a reused pid apart
