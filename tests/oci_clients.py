@@ -645,7 +645,10 @@ disabled_plugins = [{', '.join(f'"{p}"' for p in disabled)}]
     env = {"PATH": os.environ.get("PATH", PATH_ENV), "LANG": "C.UTF-8",
            "HOME": str(work / "tmp"), "TMPDIR": str(work / "tmp")}
     root = work / "runtime-root"
-    ns = f"minirun-test-{oci_work.name.removeprefix('mr-oci-')}"
+    # containerd namespaces are [A-Za-z0-9]+ joined by single [._-]: mkdtemp's random
+    # suffix may hold "_" anywhere, so keep only its letters and digits
+    suffix = "".join(c for c in oci_work.name.removeprefix("mr-oci-") if c.isalnum())
+    ns = f"minirun-test-{suffix or 'x'}"
     cd = Containerd(work, address, ns, runtime_wrapper(oci_runtime, work / "bin", "containerd"),
                     root, env)
     created_run_dirs = [d for d in SHIM_SOCKET_DIRS if not d.exists()]

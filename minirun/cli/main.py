@@ -93,19 +93,27 @@ def _prewarm_network(argv: list[str]) -> None:
         netlink.prewarm()
 
 
+def _verb_and_args(argv: list[str]) -> tuple[str, list[str]]:
+    """The verb (after the global options) and what follows it."""
+    i = 0
+    while i < len(argv):
+        a = argv[i]
+        if a == "--root":
+            i += 2
+            continue
+        if not a.startswith("-"):
+            return a, argv[i + 1:]
+        i += 1
+    return "", []
+
+
 def _bridge_run(argv: list[str]) -> bool:
     """A cheap look at argv: an attached `run` without --network none/host? A wrong
     guess only costs a worker that is killed unused (or one started later)."""
-    args = iter(argv)
-    verb = None
-    for a in args:
-        if a == "--root":
-            next(args, None)
-        elif not a.startswith("-"):
-            verb = a
-            break
+    verb, rest = _verb_and_args(argv)
     if verb != "run":
         return False
+    args = iter(rest)
     network = "bridge"
     for a in args:
         if a in ("-d", "--detach") or (a.startswith("-") and not a.startswith("--")
@@ -126,12 +134,18 @@ def _main() -> int:
         rc = cli.main(standalone_mode=False, prog_name="minirun")
     except MinirunError as e:
         click.echo(f"Error: {e}", err=True)
-        return e.exit_code
+        return _status(e.exit_code)
+    except OSError as e:
+        # a path the user gave that cannot be written, a full disk, a read-only --root:
+        # theirs to fix, so one line naming what failed, not an "internal error"
+        where = f" ({e.filename})" if e.filename else ""
+        click.echo(f"Error: {e.strerror or e}{where}", err=True)
+        return _status(125)
     except click.exceptions.Exit as e:
         return e.exit_code
     except click.ClickException as e:
         e.show()
-        return 125 if _verb() == "run" else e.exit_code
+        return 125 if _verb_and_args(sys.argv[1:])[0] == "run" else e.exit_code
     except click.Abort:
         click.echo("Aborted.", err=True)
         return 130
@@ -168,6 +182,11 @@ def _exit(code: int) -> None:
     os._exit(code)
 
 
-def _verb() -> str:
-    args = [a for a in sys.argv[1:] if not a.startswith("-")]
-    return args[0] if args else ""
+def _status(code: int) -> int:
+    """Docker's statuses: 125 is minirun's own failure in `run` (and `start -a`, which
+    runs the container attached); every other verb's error is 1."""
+    if code != 125:
+        return code
+    verb, rest = _verb_and_args(sys.argv[1:])
+    attached_start = verb == "start" and any(a in ("-a", "--attach") for a in rest)
+    return 125 if verb == "run" or attached_start else 1

@@ -56,13 +56,21 @@ def image_for(store: Store, image: str, opts: RunOptions, report: Callable[[Any]
               ) -> ImageRecord:
     """The image to run, pulled as ``--pull`` says. The registry code is imported only
     when a pull happens, so running a stored image never pays for it."""
+    from minirun.image import reference as refs
+
     if opts.pull == "missing":
         try:
             return store.resolve(image)
         except ImageNotFound:
-            pass
+            if not refs.is_image_id(image):
+                refs.parse(image)  # invalid is said as such, before "Unable to find"
     elif opts.pull == "never":
-        return store.resolve(image)
+        try:
+            return store.resolve(image)
+        except ImageNotFound:
+            if not refs.is_image_id(image):
+                refs.parse(image)
+            raise
     from minirun.image.pull import ensure_image
 
     return ensure_image(store, image, opts.pull, report or (lambda _event: None), platform=opts.platform)

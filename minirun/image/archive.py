@@ -462,6 +462,8 @@ def save(store: Store, names: list[str], out: IO[bytes]) -> None:
 def save_to_file(store: Store, names: list[str], path: Path) -> None:
     """save() into a temp file next to ``path``, renamed only when complete."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    if not path.parent.is_dir():
+        raise ArchiveError(f"cannot write {path}: no such directory {path.parent}")
     try:
         with open(tmp, "wb") as f:
             save(store, names, f)

@@ -314,6 +314,8 @@ def ensure_image(store: Store, ref_text: str, policy: str, report: Report,
     * ``never``: use the store's, :class:`ImageNotFound` when absent."""
     if policy not in PULL_POLICIES:
         raise UsageError(f"invalid --pull value {policy!r} (want one of: {', '.join(PULL_POLICIES)})")
+    if not refs.is_image_id(ref_text):
+        refs.parse(ref_text)  # an invalid reference is that, before any lookup or pull
     if policy != "always":
         try:
             return store.resolve(ref_text)

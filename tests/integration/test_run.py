@@ -430,3 +430,38 @@ def test_racing_runs_with_one_name_one_wins(cli: Cli, root: Path) -> None:
         assert [ln for ln in cli("ps", "-a").stdout.splitlines() if ln.endswith(" race")]
     finally:
         cli("rm", "race")
+
+
+@pytest.mark.parametrize("args", [
+    ["logs", "nope"], ["inspect", "nope"], ["diff", "nope"], ["exec", "nope", "true"],
+    ["rmi", "nope"], ["tag", "nope", "x"], ["port", "nope"], ["kill", "nope"],
+    ["stop", "nope"], ["rm", "nope"], ["wait", "nope"],
+])  # fmt: skip
+def test_other_verbs_fail_with_status_1(cli: Cli, args: list[str]) -> None:
+    """Docker: 125 is run's own failure; every other verb's error exits 1, one line."""
+    r = cli(*args)
+    assert r.returncode == 1, (r.returncode, r.stderr)
+    assert r.stderr.startswith("Error: ") and r.stderr.count("\n") == 1
+
+
+def test_run_and_attached_start_keep_125(cli: Cli) -> None:
+    assert cli("start", "-a", "nope").returncode == 125
+    assert cli("run", "--pull", "never", "nope:1", "true").returncode == 125
+
+
+@pytest.mark.parametrize("pull", ["missing", "never"])
+def test_invalid_reference_is_said_before_any_lookup(cli: Cli, pull: str) -> None:
+    r = cli("run", "--rm", "--pull", pull, "UPPER", "true")
+    assert r.returncode == 125
+    assert "invalid reference format" in r.stderr and "Unable to find" not in r.stdout + r.stderr
+
+
+def test_io_errors_are_one_line_naming_the_path(cli: Cli, root: Path, tmp_path: Path) -> None:
+    r = cli("save", "-o", str(tmp_path / "missing" / "x.tar"), "busybox")
+    assert r.returncode == 1 and "internal error" not in r.stderr
+    assert str(tmp_path / "missing") in r.stderr
+    with open("/dev/full", "wb") as full:
+        p = subprocess.run([MINIRUN, "save", "busybox"], stdout=full, stderr=subprocess.PIPE,
+                           text=True, env=_env(root))  # fmt: skip
+    assert p.returncode == 1 and "internal error" not in p.stderr
+    assert "No space left on device" in p.stderr
