@@ -60,6 +60,9 @@ def prepare(store: Store, cid: str, *, mode: str, hostname: str, name: str | Non
         return local.prepare(mode, publish=publish, publish_all=publish_all,
                              dns_servers=dns_servers, add_hosts=add_hosts,
                              hosts_path=hosts_path, resolv_path=resolv_path)  # fmt: skip
+    from minirun.network import hostwide
+
+    hostwide.reclaim()  # a gone store's bridge must not hold a subnet or name we need
     maps = [pm for spec in publish for pm in _parse_publish(spec)]
     if publish_all:
         have = {pm.key() for pm in maps}
@@ -235,10 +238,13 @@ def attach(store: Store, cid: str, pid: int) -> Endpoint:
 
 
 def _bridge_up(nets: Networks, state: State, net: Network) -> None:
-    """Create the bridge (first use, or after a reboot) and (re)install the rules."""
-    from minirun.network import netlink
+    """Create the bridge (first use, or after a reboot) and (re)install the rules; the
+    bridge is recorded host-wide, so it is reclaimed if this store's root goes away."""
+    from minirun.network import hostwide, nat, netlink
 
     netlink.ensure_bridge(net.bridge, net.gateway, net.prefixlen)
+    hostwide.record(net.bridge, str(nets.store.root), net.name,
+                    nat.table_name(str(nets.store.root)))  # fmt: skip
     _apply_firewall(nets, state)
 
 
@@ -326,6 +332,9 @@ def _reconcile_locked(nets: Networks, state: State) -> bool:
 def reconcile(store: Store, full: bool = False) -> None:
     """Release what dead containers (or a killed minirun) left behind; with ``full``
     also check the firewall rules are there (a reboot or a flush drops them)."""
+    from minirun.network import hostwide
+
+    hostwide.reclaim()  # bridges and tables of other stores whose root is gone
     nets = Networks(store)
     if not nets.root.is_dir():
         return
@@ -411,9 +420,10 @@ def create_network(store: Store, name: str, subnet: str | None = None, bridge: s
 
 
 def _remove_bridge(net: Network) -> None:
-    from minirun.network import netlink
+    from minirun.network import hostwide, netlink
 
     netlink.delete_link(net.bridge)
+    hostwide.forget(net.bridge)
 
 
 def remove_networks(store: Store, refs: list[str], prune: bool = False) -> list[str]:

@@ -138,6 +138,14 @@ def installed(kind: str, table: str) -> bool:
     return True
 
 
+def installed_kind(table: str) -> str | None:
+    """The backend ``table`` is installed with, if any (nft first)."""
+    for kind in ("nft", "iptables"):
+        if (_which(_NFT) if kind == "nft" else _which(_IPT)) and installed(kind, table):
+            return kind
+    return None
+
+
 def others_installed(kind: str, table: str) -> bool:
     """Does another store on this host still have minirun rules?"""
     if kind == "nft":

@@ -7,6 +7,7 @@ create. Every bridge and subnet is on a test-only range (bridges ``mrt*``, subne
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -265,7 +266,7 @@ def test_network_in_use_cannot_be_removed(cli: Cli, root: Path) -> None:
 
 def test_network_create_refuses_a_taken_subnet(cli: Cli) -> None:
     r = cli("network", "create", "--subnet", DEFAULT_SUBNET, "mrt-clash")
-    assert r.returncode == 125 and "overlaps" in r.stderr
+    assert r.returncode == 1 and "overlaps" in r.stderr
 
 
 # -- published ports ------------------------------------------------------------------------------
@@ -425,3 +426,45 @@ def test_none_and_host_never_import_pyroute2(root: Path) -> None:
                            env=_env(root), capture_output=True, text=True)
         assert r.returncode == 0, r.stderr[-500:]
         assert "pyroute2" not in r.stderr
+
+
+def test_a_removed_store_roots_bridge_and_table_are_reclaimed(cli: Cli, root: Path,
+                                                              tmp_path: Path) -> None:  # fmt: skip
+    """A throw-away --root deleted with rm -rf (no network prune) must not leave its
+    bridge, route and nft table on the host: the next network operation of any store
+    reclaims them (they are recorded in /run/minirun/bridges)."""
+    import shutil
+
+    from minirun.network import nat
+
+    other = tmp_path / "throwaway"
+    env = {**os.environ, "MINIRUN_ROOT": str(other), "MINIRUN_DEFAULT_BRIDGE": "mrt9",
+           "MINIRUN_DEFAULT_SUBNET": "10.213.9.0/24"}  # fmt: skip
+    layouts = tmp_path / "layouts"
+    sys.path.insert(0, str(REPO))
+    from images.build import build_all
+
+    busybox = next(p for p in build_all(layouts) if p.name == "busybox")
+    subprocess.run([MINIRUN, "load", "-q", "-i", str(busybox)], check=True, env=env)
+    r = subprocess.run([MINIRUN, "run", "--rm", "busybox", "true"], env=env,
+                       capture_output=True, text=True)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    table = nat.table_name(str(other))
+    try:
+        assert os.path.exists("/sys/class/net/mrt9")
+        assert os.path.exists("/run/minirun/bridges/mrt9.json")
+        assert table in subprocess.run(["nft", "list", "tables"], capture_output=True,
+                                       text=True).stdout  # fmt: skip
+        shutil.rmtree(other)
+        assert cli("network", "ls").returncode == 0  # any store's network operation
+        assert not os.path.exists("/sys/class/net/mrt9")
+        assert not os.path.exists("/run/minirun/bridges/mrt9.json")
+        assert table not in subprocess.run(["nft", "list", "tables"], capture_output=True,
+                                           text=True).stdout  # fmt: skip
+        assert "10.213.9." not in subprocess.run(["ip", "route"], capture_output=True,
+                                                 text=True).stdout  # fmt: skip
+    finally:  # a failure above still leaves nothing behind
+        subprocess.run(["ip", "link", "del", "mrt9"], capture_output=True)
+        subprocess.run(["nft", "delete", "table", "ip", table], capture_output=True)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink("/run/minirun/bridges/mrt9.json")
