@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The image/container layer split, shown with real commands (run by `sudo make demo`).
+# The image/container layer split, shown with real commands (run by `make demo`, as root).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 M="${MINIRUN:-.venv/bin/minirun}"
