@@ -43,6 +43,7 @@ COMMANDS: dict[str, str] = {
     "push": "minirun.cli.registry:push",
     "login": "minirun.cli.registry:login",
     "logout": "minirun.cli.registry:logout",
+    "system": "minirun.cli.system:system",
 }
 
 
