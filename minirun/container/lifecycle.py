@@ -19,6 +19,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from minirun import faults
 from minirun.container.records import ContainerRecord, Containers, process_start_time
 from minirun.container.resources import engine_path, parse_resources
 from minirun.container.spec import RunOptions, build_spec
@@ -129,6 +130,7 @@ def create(store: Store, image: str, opts: RunOptions,
             auto_remove=opts.remove, no_pivot=opts.chroot, options=opts,
             stop_signal=image_cfg.get("StopSignal"), resources=resources, network=network)
         containers.register(rec, opts.name)
+        faults.point("run.record-written")
     except BaseException:
         from minirun.network import local
 
@@ -199,6 +201,7 @@ def start(store: Store, rec: ContainerRecord, stdin_open: bool) -> int:
         # this minirun is the container's supervisor: while it lives, readers wait for
         # it to record the exit status instead of guessing one
         _mark_started(containers, rec, pid)
+        faults.point("run.process-started")
 
     rt = _fresh_runtime(store, rec)
     devnull = None

@@ -346,6 +346,9 @@ class Containers:
             if name:
                 self._release_name(name, cid)
             return
+        from minirun import faults
+
+        faults.point("rm.renamed")
         self.store.unpin(cid)
         if name:
             self._release_name(name, cid)

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, BinaryIO
 
+from minirun import faults
 from minirun.errors import ArchiveError, InvalidReference, ManifestError
 from minirun.humanize import human_size
 from minirun.image import oci
@@ -193,6 +194,7 @@ class _Loader:
         with self.src.open(name) as f:
             digest = self.store.put_blob_stream(f, expected, size, what=name)
         self.new_blobs.append(digest)
+        faults.point("load.blob-written")
         return digest
 
     def layer(self, name: str, diff_id: str, expected: str | None, media_type: str | None) -> str:
@@ -210,6 +212,7 @@ class _Loader:
         info, new = self.store.add_layer(self.store.blob_path(digest), diff_id, media_type)
         if new:
             self.new_layers.append(diff_id)
+        faults.point("load.layer-unpacked")
         self.report(f"{short_id(diff_id)}: Loading layer {human_size(info['size'])} ... done")
         return digest
 
@@ -262,6 +265,7 @@ class _Loader:
 
     def _add(self, manifest_bytes: bytes, config_bytes: bytes, tags: list[refs.Reference]) -> LoadedImage:
         rec = self.store.add_image(manifest_bytes, config_bytes, tags)
+        faults.point("load.image-recorded")
         names = [t.familiar() for t in tags]
         for n in names:
             self.report(f"Loaded image: {n}")

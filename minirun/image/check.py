@@ -12,7 +12,8 @@ with ``repair``, removes what is unreferenced or half-written:
 * images: the manifest and config blobs and every layer they name are present;
 * names: every tag in repositories.json names a stored image;
 * temp files of processes that are gone;
-* containers: a record that cannot be read, or whose image layers are gone.
+* containers: a record that cannot be read, or whose image layers are gone; pins and
+  names left by a container that is gone.
 
 A blob or layer written by a pull still in progress is not referenced yet either: repair
 only removes unreferenced things older than ``grace`` seconds (10 minutes by default).
@@ -71,6 +72,7 @@ def check(store: Store, *, repair: bool = False, grace: float = GRACE) -> list[P
         out += _check_names(store, repair)
         out += _check_tmp(store, repair)
         out += _check_containers(store)
+        out += _check_pins_and_names(store, repair)
     return out
 
 
@@ -190,4 +192,31 @@ def _check_containers(store: Store) -> list[Problem]:
         if missing:
             out.append(Problem("broken-container", cid, f"{len(missing)} of its image layers "
                                "are missing"))  # fmt: skip
+    return out
+
+
+def _check_pins_and_names(store: Store, repair: bool) -> list[Problem]:
+    """A pin or a name whose container is gone (a crash inside `rm`, after the rename):
+    it would keep an image from rmi, or a name from reuse, for nothing."""
+    out = []
+    for holder in sorted(os.listdir(store.pins)) if store.pins.is_dir() else []:
+        if holder.startswith(".") or (store.containers / holder).is_dir():
+            continue
+        if repair:
+            store.unpin(holder)
+        out.append(Problem("stale-pin", holder, "keeps an image for a container that is gone",
+                           repair))  # fmt: skip
+    names = store.root / "names"
+    for name in sorted(os.listdir(names)) if names.is_dir() else []:
+        try:
+            cid = os.readlink(names / name)
+        except OSError:
+            continue
+        if (store.containers / cid).is_dir():
+            continue
+        if repair:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(names / name)
+        out.append(Problem("stale-name", name, f"names container {cid[:12]}, which is gone",
+                           repair))  # fmt: skip
     return out

@@ -186,6 +186,9 @@ def hook(store: Store, cid: str) -> Any:
             attach(store, cid, pid)
         finally:
             netlink.done()  # the pyroute2 worker (if prewarm() started one) is not needed now
+        from minirun import faults
+
+        faults.point("run.network-attached")
 
     return prestart
 

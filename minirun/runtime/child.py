@@ -34,6 +34,7 @@ import os
 import signal
 from typing import TYPE_CHECKING, Any
 
+from minirun import faults
 from minirun.errors import KernelUnsupported, RuntimeFailure
 from minirun.runtime import linux, security
 from minirun.runtime.syscalls import REAL, Syscalls
@@ -297,6 +298,7 @@ def _mounts(plan: Plan, sc: Syscalls, gate: tuple[int, int] | None) -> None:
         sc.parent_mount_private(plan.root)
     if plan.overlay is not None:
         sc.mount_overlay(plan.overlay[0], plan.overlay[1], plan.root)
+        faults.point("run.rootfs-mounted")
     else:
         sc.bind_root(plan.root)  # pivot_root needs the new root to be a mount point
     rootfd = sc.open_root(plan.root)
