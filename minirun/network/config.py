@@ -127,14 +127,15 @@ class Networks:
         if self.find(name) is not None:
             raise NetworkError(f"network with name {name} already exists")
         nid = os.urandom(32).hex()
-        taken = [ipaddress.ip_network(n.subnet) for n in self.all()] + host_routes()
+        taken = [ipaddress.ip_network(n.subnet) for n in self.all()] + host_routes() + host_addresses()
         default = name == DEFAULT_NETWORK
         if subnet is not None:
             net = parse_subnet(subnet)
             for t in taken:
                 if net.overlaps(t):
                     raise NetworkError(f"subnet {net} overlaps {t}, already in use on this host "
-                                       "(by a route or another network); choose another --subnet")
+                                       "(by a route, an address or another network); choose "
+                                       "another --subnet")
         else:
             candidates = DEFAULT_SUBNETS if default else USER_SUBNETS
             free = [c for c in candidates
@@ -221,6 +222,30 @@ def host_routes() -> list[ipaddress.IPv4Network]:
         with contextlib.suppress(ValueError):
             out.append(ipaddress.IPv4Network(f"{d}/{m}", strict=False))
     return out
+
+
+def host_addresses() -> list[ipaddress.IPv4Network]:
+    """The subnet of every IPv4 address on the host's interfaces, also those that are down
+    or have no route (``ip -j -4 addr``, iproute2): a bridge on the same subnet as any of
+    them would collide as soon as that interface comes up."""
+    import shutil
+    import subprocess
+
+    ip = shutil.which("ip") or "/usr/sbin/ip"
+    try:
+        out = subprocess.run([ip, "-j", "-4", "addr", "show"], capture_output=True, text=True,
+                             timeout=5).stdout  # fmt: skip
+        links = json.loads(out or "[]")
+    except (OSError, ValueError, subprocess.SubprocessError):
+        return []
+    nets: list[ipaddress.IPv4Network] = []
+    for link in links:
+        for a in link.get("addr_info") or []:
+            with contextlib.suppress(KeyError, TypeError, ValueError):
+                if not ipaddress.IPv4Address(a["local"]).is_loopback:
+                    nets.append(ipaddress.IPv4Network(f"{a['local']}/{a['prefixlen']}",
+                                                      strict=False))  # fmt: skip
+    return nets
 
 
 def default_route_mtu() -> int:

@@ -468,3 +468,17 @@ def test_a_removed_store_roots_bridge_and_table_are_reclaimed(cli: Cli, root: Pa
         subprocess.run(["nft", "delete", "table", "ip", table], capture_output=True)
         with contextlib.suppress(FileNotFoundError):
             os.unlink("/run/minirun/bridges/mrt9.json")
+
+
+def test_subnet_of_an_address_on_a_down_interface_is_taken(cli: Cli) -> None:
+    """An address whose interface is down has no route; its subnet is still in use."""
+    subprocess.run(["ip", "link", "add", "mrtd0", "type", "veth", "peer", "name", "mrtd1"],
+                   check=True)  # fmt: skip
+    try:
+        subprocess.run(["ip", "addr", "add", "10.213.77.1/24", "dev", "mrtd0"], check=True)
+        assert "10.213.77." not in subprocess.run(["ip", "route"], capture_output=True,
+                                                  text=True).stdout  # fmt: skip
+        r = cli("network", "create", "--subnet", "10.213.77.0/24", "mrt-down")
+        assert r.returncode == 1 and "overlaps" in r.stderr and "address" in r.stderr
+    finally:
+        subprocess.run(["ip", "link", "del", "mrtd0"], capture_output=True)
