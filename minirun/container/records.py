@@ -186,11 +186,20 @@ class Containers:
         if rec.status != "running" or rec.alive():
             return rec
         sup = rec.supervisor_pid
-        if sup and _start_time(sup) == rec.supervisor_start and not self.exit_file(rec.id).exists():
+        supervised = bool(sup) and _start_time(sup) == rec.supervisor_start
+        if supervised and not self.exit_file(rec.id).exists():
             return rec  # the container just ended; its shim is about to write the status
         code, finished = self.read_exit(rec.id) or (137, time.time())
         rec.status, rec.exit_code, rec.finished_at, rec.pid = "exited", code, finished, 0
         rec.oom_killed = self.oom_killed(rec)
+        if rec.auto_remove and not supervised:
+            # a --rm container whose supervisor died with it: nobody else will remove it,
+            # so whoever notices does (Docker's daemon does the same when it restarts)
+            from minirun.container import lifecycle  # the layer above: only on this path
+
+            with contextlib.suppress(ContainerError, OSError):
+                lifecycle.remove(self.store, rec, force=True)
+            return rec
         with contextlib.suppress(OSError):
             if self.dir(rec.id).is_dir():
                 self.save(rec)
@@ -217,6 +226,8 @@ class Containers:
         if not self.root.is_dir():
             return []
         recs = [self.refresh(r) for n in os.listdir(self._root) if (r := self._load(n)) is not None]
+        recs = [r for r in recs if not (r.auto_remove and r.status == "exited")
+                or os.path.isdir(f"{self._root}/{r.id}")]  # fmt: skip
         recs.sort(key=lambda r: r.created, reverse=True)
         return recs
 

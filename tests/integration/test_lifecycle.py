@@ -429,3 +429,19 @@ def test_a_failed_detached_start_leaves_no_cgroup(cli: Cli) -> None:
     cid = inspect(cli, "bad")["Id"]
     assert cli("rm", "bad").returncode == 0
     assert not _cgroup_file(cid, "memory/", "").exists()
+
+
+def test_rm_container_whose_minirun_was_killed_is_removed_by_the_next_command(
+        cli: Cli, root: Path) -> None:  # fmt: skip
+    """`run --rm` killed -9: the container dies with it (pdeathsig); nobody is left to
+    remove it, so the next command that looks at it does, as Docker's daemon would."""
+    p = subprocess.Popen([MINIRUN, "run", "--rm", "--name", "rmk", "--network", "none",
+                          "busybox", "sleep", "30"], env=_env(root))  # fmt: skip
+    wait_for(lambda: cli("inspect", "rmk").returncode == 0 and inspect(cli, "rmk")["State"]["Running"])
+    cid = inspect(cli, "rmk")["Id"]
+    p.kill()
+    p.wait()
+    wait_for(lambda: "rmk" not in cli("ps", "-a").stdout)
+    assert not (root / "containers" / cid).exists()
+    assert not (root / "names" / "rmk").exists()
+    assert cli("run", "--rm", "--name", "rmk", "--network", "none", "busybox", "true").returncode == 0
