@@ -19,7 +19,7 @@ APT_PKGS  := python3 python3-venv python3-dev gcc make libcap-dev busybox-static
              containerd debootstrap libseccomp2 libc6-dev nftables kmod hyperfine
 PYTEST_ARGS ?=
 
-.PHONY: deps install images demo test lint bench bench-all clean
+.PHONY: deps install images demo test lint bench bench-all soak clean
 
 deps:
 	@missing=$$(for p in $(APT_PKGS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
@@ -70,6 +70,11 @@ lint: install
 # `make bench-all`: every bench (pull, unpack, networking, detach memory, breakdown...).
 bench: install
 	$(BIN)/python bench/bench_table.py
+
+# `make soak`: 1000 sequential runs of every kind, then the before/after counts of
+# everything a leak would leave (tests/soak.py; CI runs a short version in the tests).
+soak: install
+	$(BIN)/python tests/soak.py --runs 1000
 
 bench-all: install
 	@for b in bench/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
