@@ -586,3 +586,47 @@ def test_sha256_of_pushed_manifest_is_stable(registry: RegistryServer, store: St
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(pytest.main([__file__, "-q"]))
+
+
+# -- concurrency ------------------------------------------------------------------------------------
+
+
+def test_concurrent_pulls_of_one_image(registry: RegistryServer, store_root: Path) -> None:
+    """Four processes pull the same image at once: all succeed, each layer is unpacked
+    once, and the store is consistent (system check finds nothing)."""
+    from minirun.image.check import check
+
+    img = _big_image("same", mb=2)
+    upload_image(registry.client(), "test/same", "1", img)
+    name = f"{registry.netloc}/test/same:1"
+    env = {**os.environ, "MINIRUN_ROOT": str(store_root)}
+    procs = [subprocess.Popen([MINIRUN, "pull", "-q", name], env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(4)]  # fmt: skip
+    results = [(p.wait(60), p.stderr.read() if p.stderr else "") for p in procs]
+    assert all(code == 0 for code, _ in results), results
+    store = Store(store_root)
+    assert store.resolve(name).manifest_digest == img.manifest_digest
+    assert_clean(store)
+    assert check(store) == []
+
+
+def test_pull_racing_rmi(registry: RegistryServer, store_root: Path) -> None:
+    """pull and rmi of the same image at once, repeatedly: whichever wins, the store is
+    consistent and the loser's error is one line."""
+    from minirun.image.check import check
+
+    img = _big_image("race", mb=1)
+    upload_image(registry.client(), "test/race", "1", img)
+    name = f"{registry.netloc}/test/race:1"
+    env = {**os.environ, "MINIRUN_ROOT": str(store_root)}
+    for _ in range(3):
+        pull_p = subprocess.Popen([MINIRUN, "pull", "-q", name], env=env, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True)  # fmt: skip
+        time.sleep(0.05)
+        rmi = subprocess.run([MINIRUN, "rmi", name], env=env, capture_output=True, text=True)
+        code = pull_p.wait(60)
+        err = pull_p.stderr.read() if pull_p.stderr else ""
+        assert code == 0 or err.count("\n") == 1, err
+        assert rmi.returncode == 0 or rmi.stderr.count("\n") == 1, rmi.stderr
+        problems = [p for p in check(Store(store_root)) if p.kind != "unreferenced-blob"]
+        assert problems == [], problems
