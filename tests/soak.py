@@ -120,15 +120,20 @@ def _mr(root: Path, *args: str, check: bool = True) -> subprocess.CompletedProce
 
 
 def _fetch(port: int) -> bytes:
+    """What the container's server sends; retried while it is not listening yet (the
+    port proxy accepts at once and closes when the container refuses)."""
     deadline = time.monotonic() + 5
     while True:
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=2) as s:
-                return s.recv(64)
+                data = s.recv(64)
+                if data:
+                    return data
         except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.02)
+            pass
+        if time.monotonic() > deadline:
+            return b""
+        time.sleep(0.02)
 
 
 def _rounds(root: Path) -> list[Callable[[int], None]]:
