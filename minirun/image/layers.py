@@ -541,6 +541,14 @@ class _Extractor:
                             raise _Refuse("is a GNU sparse file (unsupported member type)")
                 pax = longname = longlink = None
                 self.member = name
+                # hostile numbers: a negative size would make the readers below loop
+                # forever; ids and times outside what the kernel takes would escape later
+                if not 0 <= size < 1 << 63:
+                    raise _Corrupt(f"bad member size {size}")
+                if not (0 <= uid < (1 << 32) - 1 and 0 <= gid < (1 << 32) - 1):
+                    raise _Corrupt(f"uid/gid out of range ({uid}:{gid})")
+                if not -(1 << 63) <= mtime_ns // 1_000_000_000 < 1 << 63:
+                    raise _Corrupt("modification time out of range")
                 if typ == _AREG and name.endswith(b"/"):
                     typ = _DIR  # pre-POSIX directory
                 self.one(name, typ, size, mode, uid, gid, mtime_ns, link, hdr, xattrs)
