@@ -75,6 +75,8 @@ class _Source:
             return json.loads(data)
         except (UnicodeDecodeError, json.JSONDecodeError) as e:
             raise ArchiveError(f"{name}: invalid JSON: {e}") from None
+        except (RecursionError, ValueError):  # nested too deep, or an int of > 4300 digits
+            raise ArchiveError(f"{name}: invalid JSON: beyond the parser's limits") from None
 
 
 def _clean(name: str) -> str:

@@ -144,6 +144,8 @@ def load_json(data: bytes, what: str) -> dict[str, Any]:
         doc = json.loads(data)
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise ManifestError(f"{what} is not valid JSON: {e}") from None
+    except (RecursionError, ValueError):  # nested too deep, or an int of > 4300 digits
+        raise ManifestError(f"{what} is not valid JSON: beyond the parser's limits") from None
     if not isinstance(doc, dict):
         raise ManifestError(f"{what} is not a JSON object")
     return doc
