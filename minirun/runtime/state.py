@@ -147,7 +147,11 @@ class StateDir:
         for name in ("state.json", "exec.fifo"):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(os.path.join(d, name))
-        for name in os.listdir(d) if os.path.isdir(d) else ():
+        try:
+            names = os.listdir(d)
+        except (FileNotFoundError, NotADirectoryError):
+            names = []  # another delete (a shim's cleanup racing `rm -f`) got there first
+        for name in names:
             with contextlib.suppress(OSError):
                 os.unlink(os.path.join(d, name))
         with contextlib.suppress(FileNotFoundError):

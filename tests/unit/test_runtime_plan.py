@@ -267,3 +267,15 @@ def test_cgroup_moved_by_the_parent_before_anything_cgroup_dependent(bundle: Pat
     cg_unshare = [i for i, (n, a) in enumerate(sc.calls) if n == "unshare" and a == (linux.CLONE_NEWCGROUP,)]
     assert len(cg_unshare) == 1
     assert names.index("wait_joined") < cg_unshare[0] < names.index("mount_all") < names.index("execve")
+
+
+def test_state_remove_tolerates_a_concurrent_delete(tmp_path: Path) -> None:
+    """A shim's cleanup and `rm -f` delete the same runtime container at once: the
+    second remove finds the dir gone and must not fail (the soak found this race)."""
+    from minirun.runtime.state import StateDir
+
+    sd = StateDir(str(tmp_path / "rt"))
+    d = sd.reserve("x")
+    os.rmdir(d)  # the other process won
+    sd.remove("x")
+    assert not os.path.exists(d)
