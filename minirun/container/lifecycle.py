@@ -59,19 +59,14 @@ def image_for(store: Store, image: str, opts: RunOptions, report: Callable[[Any]
     when a pull happens, so running a stored image never pays for it."""
     from minirun.image import reference as refs
 
-    if opts.pull == "missing":
+    if opts.pull in ("missing", "never"):
         try:
             return store.resolve(image)
         except ImageNotFound:
             if not refs.is_image_id(image):
-                refs.parse(image)  # invalid is said as such, before "Unable to find"
-    elif opts.pull == "never":
-        try:
-            return store.resolve(image)
-        except ImageNotFound:
-            if not refs.is_image_id(image):
-                refs.parse(image)
-            raise
+                refs.parse(image)  # invalid is said as such, not as "not found"
+            if opts.pull == "never":
+                raise
     from minirun.image.pull import ensure_image
 
     return ensure_image(store, image, opts.pull, report or (lambda _event: None), platform=opts.platform)
