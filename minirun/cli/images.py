@@ -11,7 +11,7 @@ from typing import Any
 import click
 
 from minirun.cli.main import store_from
-from minirun.cli.output import json_lines, table
+from minirun.cli.output import each, json_lines, table
 from minirun.errors import UsageError
 from minirun.humanize import ago, human_size
 from minirun.image import reference as refs
@@ -124,9 +124,13 @@ def _created_ts(text: str) -> float:
 def rmi(ctx: click.Context, force: bool, image: tuple[str, ...]) -> None:
     """Remove one or more images. A layer is deleted only when no image uses it."""
     store = store_from(ctx, "rmi")
-    for name in image:
+
+    def remove(name: str) -> None:
         for r in store.remove_image(name, force=force):
-            click.echo(f"{r.action}: {r.what}")
+            if r.listed:
+                click.echo(f"{r.action}: {r.what}")
+
+    each(ctx, image, remove, echo=False)
 
 
 @click.command()

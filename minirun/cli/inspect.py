@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 from minirun.cli.main import store_from
@@ -16,28 +18,39 @@ from minirun.errors import ContainerNotFound, ImageNotFound, MinirunError
 @click.pass_context
 def inspect(ctx: click.Context, kind: str | None, name: tuple[str, ...]) -> None:
     """Show low-level information on images or containers, as JSON."""
-    from minirun.image.history import image_inspect
-
     store = store_from(ctx, "inspect")
     out = []
+    failed = 0
     for n in name:
-        if kind in (None, "image"):
-            try:
-                out.append(image_inspect(store, store.resolve(n)))
-                continue
-            except ImageNotFound:
-                if kind == "image":
-                    raise
-        if kind in (None, "container"):
-            from minirun.container.inspect import container_inspect
-            from minirun.container.records import Containers
-
-            containers = Containers(store)
-            try:
-                out.append(container_inspect(containers, containers.get(n)))
-                continue
-            except ContainerNotFound:
-                if kind == "container":
-                    raise
-        raise MinirunError(f"no such object: {n}")
+        try:
+            out.append(_inspect_one(store, kind, n))
+        except MinirunError as e:  # Docker: every name is tried, each failure on its own line
+            click.echo(f"Error: {e}", err=True)
+            failed += 1
     json_doc(out)
+    if failed:
+        ctx.exit(1)
+
+
+def _inspect_one(store: Any, kind: str | None, n: str) -> dict[str, Any]:
+    from minirun.image.history import image_inspect
+
+    if kind in (None, "image"):
+        try:
+            doc: dict[str, Any] = image_inspect(store, store.resolve(n))
+            return doc
+        except ImageNotFound:
+            if kind == "image":
+                raise
+    if kind in (None, "container"):
+        from minirun.container.inspect import container_inspect
+        from minirun.container.records import Containers
+
+        containers = Containers(store)
+        try:
+            doc = container_inspect(containers, containers.get(n))
+            return doc
+        except ContainerNotFound:
+            if kind == "container":
+                raise
+    raise MinirunError(f"no such object: {n}")

@@ -44,6 +44,8 @@ COMMANDS: dict[str, str] = {
     "login": "minirun.cli.registry:login",
     "logout": "minirun.cli.registry:logout",
     "system": "minirun.cli.system:system",
+    "image": "minirun.cli.groups:image",
+    "container": "minirun.cli.groups:container",
 }
 
 
@@ -95,12 +97,15 @@ def _prewarm_network(argv: list[str]) -> None:
 
 
 def _verb_and_args(argv: list[str]) -> tuple[str, list[str]]:
-    """The verb (after the global options) and what follows it."""
+    """The verb (after the global options; ``container run`` is ``run``) and what follows it."""
     i = 0
     while i < len(argv):
         a = argv[i]
         if a == "--root":
             i += 2
+            continue
+        if a == "container" and i + 1 < len(argv) and not argv[i + 1].startswith("-"):
+            i += 1
             continue
         if not a.startswith("-"):
             return a, argv[i + 1:]

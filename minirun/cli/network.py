@@ -95,18 +95,13 @@ def rm(ctx: click.Context, name: tuple[str, ...]) -> None:
     each(ctx, name, lambda n: remove_networks(store, [n]))
 
 
-@network.command("prune")
-@click.option("-f", "--force", is_flag=True, help="Do not prompt (minirun never does).")
-@click.pass_context
-def prune(ctx: click.Context, force: bool) -> None:
-    """Remove every network no container uses (the default one too: it comes back on use)."""
-    from minirun.network.attach import remove_networks
+def _add_prune() -> None:
+    from minirun.cli.prune import network_prune
 
-    removed = remove_networks(store_from(ctx, "network prune"), [], prune=True)
-    if removed:
-        click.echo("Deleted Networks:")
-        for n in removed:
-            click.echo(n)
+    network.add_command(network_prune)
+
+
+_add_prune()
 
 
 @click.command()

@@ -1,10 +1,12 @@
-"""``minirun system check [--repair]``: verify the store (see minirun/image/check.py)."""
+"""``minirun system check [--repair]`` (verify the store, see minirun/image/check.py) and
+``system prune``."""
 
 from __future__ import annotations
 
 import click
 
 from minirun.cli.main import store_from
+from minirun.cli.prune import system_prune
 
 
 @click.group()
@@ -32,3 +34,6 @@ def check(ctx: click.Context, repair: bool) -> None:
         click.echo("store is consistent")
     if left:
         ctx.exit(1)
+
+
+system.add_command(system_prune)

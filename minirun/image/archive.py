@@ -341,7 +341,8 @@ def _tags_from_annotations(ann: dict[str, str]) -> list[refs.Reference]:
 def load(store: Store, src: Path | BinaryIO, report: Report = _quiet) -> list[LoadedImage]:
     """Load every image of a docker-archive or OCI layout (dir, tar, or tar stream)."""
     store.ensure()
-    with _open_source(store, src) as source:
+    # writing(): until its images are recorded, prune must not take what the load wrote
+    with store.writing(), _open_source(store, src) as source:
         loader = _Loader(store, source, report)
         try:
             if source.exists("manifest.json"):

@@ -15,8 +15,9 @@ with ``repair``, removes what is unreferenced or half-written:
 * containers: a record that cannot be read, or whose image layers are gone; pins and
   names left by a container that is gone.
 
-A blob or layer written by a pull still in progress is not referenced yet either: repair
-only removes unreferenced things older than ``grace`` seconds (10 minutes by default).
+A blob or layer written by a pull still in progress is not referenced yet either: while a
+pull or load runs (it holds ``Store.writing``), repair only removes unreferenced things
+older than ``grace`` seconds (10 minutes by default); when none runs, all of them.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import os
 import time
 from dataclasses import dataclass
 
-from minirun.image.store import Store, _pid_alive, _remove
+from minirun.image.store import Store, _pid_alive, _remove, try_exclusive
 
 GRACE = 600.0
 
@@ -63,7 +64,11 @@ def check(store: Store, *, repair: bool = False, grace: float = GRACE) -> list[P
     out: list[Problem] = []
     if not store.root.is_dir():
         return out
-    with store.lock():
+    # No pull or load running (none holds Store.writing): nothing unreferenced can be
+    # in the middle of being written, so no grace is needed for it.
+    with try_exclusive(store.root / "writers.lock") as alone, store.lock():
+        if alone:
+            grace = 0.0
         out += _check_blobs(store, repair)
         live_layers, live_blobs = store._live()
         out += _check_unreferenced_blobs(store, live_blobs, repair, grace)

@@ -239,11 +239,13 @@ def pull(store: Store, ref_text: str, *, platform: str | oci.Platform | None = N
     store.ensure()
     puller = _Puller(store, client, ref, rep, workers)
     try:
-        return _pull(store, client, ref, want, rep, puller)
-    except BaseException:
-        puller.abort()
-        puller.undo()
-        raise
+        with store.writing():  # until the image is recorded, prune must not take its blobs
+            try:
+                return _pull(store, client, ref, want, rep, puller)
+            except BaseException:
+                puller.abort()
+                puller.undo()
+                raise
     finally:
         if own_client:
             client.close()

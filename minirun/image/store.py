@@ -89,10 +89,17 @@ class ImageRecord:
 
 @dataclass(frozen=True)
 class Removal:
-    """One line of rmi's report, in Docker's words: Untagged / Deleted."""
+    """One thing rmi or prune did: Untagged / Deleted (Docker's words) a name, an image, a
+    layer or a blob (``kind``; reports list all but blobs); ``size``: the bytes freed."""
 
     action: str
     what: str
+    size: int = 0
+    kind: str = "name"
+
+    @property
+    def listed(self) -> bool:
+        return self.kind != "blob"
 
 
 def atomic_write(path: Path, data: bytes, tmpdir: Path | None = None) -> None:
@@ -117,6 +124,21 @@ def file_lock(path: Path, shared: bool = False) -> Iterator[None]:
         yield
     finally:
         os.close(fd)  # closing drops the lock
+
+
+@contextlib.contextmanager
+def try_exclusive(path: Path) -> Iterator[bool]:
+    """Hold ``path``'s lock exclusively if nobody holds it now; yields whether we do."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+        else:
+            yield True
+    finally:
+        os.close(fd)
 
 
 def _pid_alive(pid: int) -> bool:
@@ -188,6 +210,19 @@ class Store:
     def lock(self) -> contextlib.AbstractContextManager[None]:
         self.ensure()
         return file_lock(self.root / "lock")
+
+    def writing(self) -> contextlib.AbstractContextManager[None]:
+        """Held (shared) by a pull or load for its whole run: until it records its image,
+        the blobs and layers it wrote are referenced by nothing. A sweep of everything
+        unreferenced (prune, and rmi when no writer runs) needs it exclusively, so it never
+        deletes them. Take it before :meth:`lock`, never inside it."""
+        self.ensure()
+        return file_lock(self.root / "writers.lock", shared=True)
+
+    def _no_writers(self) -> contextlib.AbstractContextManager[None]:
+        """Wait until no pull or load runs, and keep new ones out (see :meth:`writing`)."""
+        self.ensure()
+        return file_lock(self.root / "writers.lock")
 
     def new_tmp(self, suffix: str = "") -> Path:
         """A fresh path in tmp, named after this process so a sweep can tell it is orphaned."""
@@ -503,27 +538,77 @@ class Store:
                 out.extend(self._gc([rec.id]))
         return out
 
-    def _gc(self, image_ids: list[str]) -> list[Removal]:
-        """Delete these images, then every layer and blob no remaining image refers to.
-        Caller holds the store lock."""
+    def _gc(self, image_ids: list[str], sweep: bool | None = None) -> list[Removal]:
+        """Delete these images, then the layers and blobs no remaining image refers to:
+        every such one when ``sweep`` (the caller keeps writers out), or when no pull or
+        load runs now (``sweep`` None); else only those of the deleted images, since a
+        writer's unrecorded blobs look unreferenced too. Caller holds the store lock."""
         out: list[Removal] = []
+        candidates_layers: set[str] = set()
+        candidates_blobs: set[str] = set()
         for image_id in image_ids:
+            rec = self._load_image(image_id)
+            if rec is not None:
+                candidates_blobs.update({rec.id, rec.manifest_digest})
+                for layer in rec.layers:
+                    candidates_layers.add(layer.diff_id)
+                    candidates_blobs.add(layer.digest)
             with contextlib.suppress(FileNotFoundError):
                 self._image_path(image_id).unlink()
-                out.append(Removal("Deleted", image_id))
+                out.append(Removal("Deleted", image_id, kind="image"))
+        if sweep is None:
+            with try_exclusive(self.root / "writers.lock") as alone:
+                return out + self._sweep(candidates_layers, candidates_blobs, everything=alone)
+        return out + self._sweep(candidates_layers, candidates_blobs, everything=sweep)
+
+    def _sweep(self, layers: set[str], blobs: set[str], everything: bool) -> list[Removal]:
+        out: list[Removal] = []
         live_layers, live_blobs = self._live()
-        for p in list(self.layers.iterdir()):
-            if p.name == "l" or len(p.name) != 64:
+        if everything:
+            layers = {"sha256:" + p.name for p in self.layers.iterdir()
+                      if p.name != "l" and len(p.name) == 64}
+            blobs = {"sha256:" + p.name for p in self.blobs.iterdir()}
+        for diff_id in sorted(layers - live_layers):
+            if not self.layer_path(diff_id).exists():
                 continue
-            diff_id = "sha256:" + p.name
-            if diff_id not in live_layers:
-                self._remove_layer(diff_id)
-                out.append(Removal("Deleted", diff_id))
-        for p in list(self.blobs.iterdir()):
-            if "sha256:" + p.name not in live_blobs:
-                with contextlib.suppress(FileNotFoundError):
-                    p.unlink()
+            size = 0
+            with contextlib.suppress(StoreError, KeyError, TypeError):
+                size = int(self.layer_info(diff_id)["size"])
+            self._remove_layer(diff_id)
+            out.append(Removal("Deleted", diff_id, size, kind="layer"))
+        for digest in sorted(blobs - live_blobs):
+            path = self.blob_path(digest)
+            with contextlib.suppress(FileNotFoundError):
+                size = path.stat().st_size
+                path.unlink()
+                out.append(Removal("Deleted", digest, size, kind="blob"))
         return out
+
+    def prune_images(self, all_unused: bool = False) -> list[Removal]:
+        """``image prune``: delete dangling images (no tag) that no container uses, or
+        with ``all_unused`` every image no container uses; then every layer and blob no
+        image refers to (what a killed pull or load left). Waits for running pulls and
+        loads to end first, so nothing they wrote is taken for garbage."""
+        with self._no_writers(), self.lock():
+            repos = self._read_repos()
+            tagged = {v for k, v in repos.items() if "@" not in k}
+            pinned = {self._read_pin(p) for p in self.pins.iterdir() if not p.name.startswith(".")}
+            doomed = sorted(p.stem for p in self.images_dir.glob("*.json"))
+            doomed = [f"sha256:{h}" for h in doomed]
+            doomed = [i for i in doomed if i not in pinned and (all_unused or i not in tagged)]
+            out: list[Removal] = []
+            for name in sorted(k for k, v in repos.items() if v in doomed):
+                del repos[name]
+                out.append(Removal("Untagged", _familiar(name)))
+            self._write_repos(repos)
+            out.extend(self._gc(doomed, sweep=True))
+        return out
+
+    def _read_pin(self, path: Path) -> str:
+        try:
+            return path.read_text()
+        except OSError:
+            return ""
 
     def discard_unreferenced(self, diff_ids: Sequence[str], blobs: Sequence[str]) -> None:
         """Undo a failed load or pull: drop the layers and blobs it added that no image uses."""

@@ -98,7 +98,7 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
                              text=True).stdout.split()
         if ids:
             subprocess.run([MINIRUN, "rm", "-f", *ids], env=_env(store), capture_output=True)
-        subprocess.run([MINIRUN, "network", "prune"], env=_env(store), capture_output=True)
+        subprocess.run([MINIRUN, "network", "prune", "-f"], env=_env(store), capture_output=True)
         for pid in _proxies(store):
             os.kill(pid, signal.SIGKILL)
         for name in _links() - links:  # last resort; a failure above leaves nothing behind

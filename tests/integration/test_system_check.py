@@ -60,10 +60,19 @@ def test_what_a_crash_leaves_is_found_and_repaired(loaded_store: Store, cli: Any
 
 
 def test_repair_spares_what_a_pull_in_progress_just_wrote(loaded_store: Store) -> None:
-    fresh = loaded_store.put_blob(b"a pull is writing this right now")
-    problems = check(loaded_store, repair=True)  # default grace: 10 minutes
+    with loaded_store.writing():  # as pull and load hold it until their image is recorded
+        fresh = loaded_store.put_blob(b"a pull is writing this right now")
+        problems = check(loaded_store, repair=True)  # default grace: 10 minutes
     assert [p.repaired for p in problems if p.kind == "unreferenced-blob"] == [False]
     assert loaded_store.has_blob(fresh)
+
+
+def test_repair_removes_a_fresh_leftover_when_no_pull_or_load_runs(loaded_store: Store) -> None:
+    """What a killed load left is reclaimed at once: a dead writer holds no lock."""
+    fresh = loaded_store.put_blob(b"a killed load left this a moment ago")
+    problems = check(loaded_store, repair=True)  # no grace needed
+    assert [p.repaired for p in problems if p.kind == "unreferenced-blob"] == [True]
+    assert not loaded_store.has_blob(fresh)
 
 
 def test_a_broken_image_is_reported_not_hidden(loaded_store: Store, cli: Any) -> None:
