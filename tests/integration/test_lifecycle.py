@@ -76,13 +76,17 @@ def wait_for(pred: Callable[[], bool], timeout: float = 10) -> None:
 
 
 def shim_pids() -> set[int]:
+    """Live minirun-shim processes. A killed shim whose zombie waits for the host's PID 1
+    to reap it is not one: some PID 1s (a VM's agent, a container's shell) reap late or
+    never, and nothing of minirun's can."""
     out = set()
     for d in os.listdir("/proc"):
         if d.isdigit():
             try:
-                with open(f"/proc/{d}/comm") as f:
-                    if f.read().strip() == "minirun-shim":
-                        out.add(int(d))
+                with open(f"/proc/{d}/stat") as f:
+                    comm, _, rest = f.read().partition(" (")[2].rpartition(") ")
+                if comm == "minirun-shim" and not rest.startswith(("Z", "X")):
+                    out.add(int(d))
             except OSError:
                 pass
     return out
