@@ -1,10 +1,12 @@
-"""`pip install .` of a clean clone gives a complete minirun: the C helpers (shim, init,
-exec) are built by the package build, the bytecode is compiled, and a detached container
-runs, logs and stops with nothing but that install."""
+"""`pip install .`, `pip install -e .` and `pipx install .` of a clean clone each give a
+complete minirun: the C helpers (shim, init, exec) are built by the package build, the
+bytecode is compiled, and a detached container runs, logs and stops with nothing but that
+install."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -18,23 +20,39 @@ pytestmark = [pytest.mark.root, pytest.mark.slow]
 REPO = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(scope="module")
-def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """A fresh venv with minirun pip-installed from a clean clone of this checkout's
-    HEAD (what users and tools do); yields its bin/."""
+@pytest.fixture(scope="module", params=["pip", "pip-editable", "pipx"])
+def installed(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """minirun installed from a clean clone of this checkout's HEAD the ways users and
+    tools do: ``pip install .`` and ``pip install -e .`` into a fresh venv, and
+    ``pipx install .``; yields the bin/ of the venv it went into."""
     if subprocess.run(["git", "-C", str(REPO), "rev-parse"], capture_output=True).returncode:
         pytest.skip("not a git checkout")
-    base = tmp_path_factory.mktemp("install")
+    how = request.param
+    base = tmp_path_factory.mktemp(f"install-{how}")
     clone = base / "clone"
     subprocess.run(["git", "clone", "-q", str(REPO), str(clone)], check=True)
-    venv = base / "venv"
     # the interpreter the project's venv was made from (not a pyenv shim)
     python = os.path.realpath(sys.executable)
-    subprocess.run([python, "-m", "venv", str(venv)], check=True)
-    r = subprocess.run([str(venv / "bin" / "pip"), "install", "-q", str(clone)],
-                       capture_output=True, text=True, timeout=600)  # fmt: skip
-    assert r.returncode == 0, r.stderr[-2000:]
-    yield venv / "bin"
+    if how == "pipx":
+        pipx = shutil.which("pipx")
+        if pipx is None:
+            pytest.skip("pipx is not installed (make deps installs it)")
+        env = {**os.environ, "PIPX_HOME": str(base / "pipx"), "PIPX_BIN_DIR": str(base / "bin"),
+               "PIPX_DEFAULT_PYTHON": python}  # fmt: skip
+        cmd = [pipx, "install", "--python", python, str(clone)]
+        bin_dir = base / "pipx" / "venvs" / "minirun" / "bin"
+    else:
+        venv = base / "venv"
+        subprocess.run([python, "-m", "venv", str(venv)], check=True)
+        env = dict(os.environ)
+        cmd = [str(venv / "bin" / "pip"), "install", "-q",
+               *(["-e"] if how == "pip-editable" else []), str(clone)]  # fmt: skip
+        bin_dir = venv / "bin"
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    if how == "pipx":  # pipx links the console scripts into PIPX_BIN_DIR
+        assert os.access(base / "bin" / "minirun", os.X_OK)
+    yield bin_dir
 
 
 def test_pip_install_ships_helpers_and_bytecode(installed: Path) -> None:
@@ -42,7 +60,7 @@ def test_pip_install_ships_helpers_and_bytecode(installed: Path) -> None:
                            "import minirun, os; print(os.path.dirname(minirun.__file__))"],
                           capture_output=True, text=True, check=True,
                           cwd=installed).stdout.strip()  # fmt: skip
-    assert not site.startswith(str(REPO)), site  # the installed copy, not the checkout
+    assert not site.startswith(str(REPO)), site  # the installed copy (or clone), not the checkout
     for name in ("minirun-shim", "minirun-init", "minirun-exec"):
         assert os.access(os.path.join(site, "libexec", name), os.X_OK), name
     pycache = Path(site) / "runtime" / "__pycache__"
