@@ -45,7 +45,7 @@ blockIO.weightDevice       blkio[.bfq].weight_device            io.bfq.weight | 
 blockIO.throttle*Device    blkio.throttle.*_device              io.max
 hugepageLimits             hugetlb.<size>.limit_in_bytes        hugetlb.<size>.max
 unified                    error when non-empty                 the named files, as given
-devices                    devices.deny / devices.allow         NOT enforced (warning)
+devices                    devices.deny / devices.allow         eBPF program (devices_bpf)
 network, rdma              error when non-empty                 error when non-empty
 =========================  ===================================  ============================
 
@@ -53,12 +53,12 @@ Swap limits need swap accounting (v1 ``memory.memsw.*``, v2 ``memory.swap.max``)
 kernel has none the swap limit is skipped and a note added to ``Cgroup.warnings``, as
 Docker does ("Memory limited without swap").
 
-**Devices on v2 are not enforced.** cgroup v2 has no devices files: access control is an
-eBPF program (BPF_CGROUP_DEVICE) attached to the cgroup, which minirun does not build.
-``devices_enforced()`` says whether the rules apply. Without them a container still only
-sees the device nodes the runtime creates in its tmpfs /dev, and mknod needs CAP_MKNOD
-(in Docker's default set), so on v2 a container process could mknod and open a host disk:
-drop CAP_MKNOD (``--cap-drop MKNOD``) where that matters.
+**Devices on v2** have no files: ``create`` and ``update`` compile the rules to an eBPF
+program (BPF_CGROUP_DEVICE) and attach it to the cgroup, replacing the previous one
+(``minirun.runtime.devices_bpf``, with the v1 semantics runc's emulator gives). Rules the
+kernel cannot enforce (no bpf(2), not privileged) are an error, never silently skipped;
+rules that allow everything need no program. ``devices_enforced()`` says whether rules
+apply on this host (v1: the devices controller is mounted; v2: bpf(2) loads the program).
 
 Device rules are runc's: when ``linux.resources.devices`` is given, ``create`` and
 ``update`` apply it followed by the default allowed devices (``DEFAULT_ALLOWED_DEVICES``:
@@ -71,7 +71,7 @@ every device stays allowed (runc's result too).
 Tests point ``CGROUP_ROOT``, ``_version`` and ``_v1_mounts`` at a fake tree.
 
 Import-light on purpose (it is on ``run``'s path): ``os``, ``errno``, ``re``, ``time``,
-``dataclasses``.
+``dataclasses``; ``devices_bpf`` (ctypes) only when device rules meet a v2 cgroup.
 """
 
 from __future__ import annotations
@@ -80,7 +80,7 @@ import errno
 import os
 import re
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -199,9 +199,25 @@ def _v1_hierarchies() -> dict[str, str]:
 
 
 def devices_enforced() -> bool:
-    """True when containers' device rules are enforced: on v1 with the devices controller.
-    Never on v2 (that would need a BPF_CGROUP_DEVICE program)."""
-    return version() == 1 and "devices" in _v1_hierarchies()
+    """True when containers' device rules are enforced: on v1 with the devices controller,
+    on v2 when this process can load a BPF_CGROUP_DEVICE program (``devices_bpf``)."""
+    if version() == 1:
+        return "devices" in _v1_hierarchies()
+    from minirun.runtime import devices_bpf
+
+    return devices_bpf.available()
+
+
+def _device_where(given: int) -> Callable[[int], str]:
+    """Names rule i of a device list in errors, as ``_devices_v1`` does."""
+    return lambda i: f"linux.resources.devices[{i}]" if i < given else "default device rule"
+
+
+def _attach_device_filter(cgroup_dir: str, rules: list[_DeviceRule], given: int) -> None:
+    """v2: enforce ``rules`` with an eBPF program on ``cgroup_dir`` (tests replace this)."""
+    from minirun.runtime import devices_bpf
+
+    devices_bpf.attach(cgroup_dir, rules, _device_where(given))
 
 
 def systemd_available() -> bool:
@@ -635,11 +651,10 @@ def _check_version(lim: _Limits, ver: int) -> list[str]:
         notes.append(
             f"{r}.memory.disableOOMKiller: cgroup v2 cannot disable the OOM killer; ignored"
         )
-    if restricts:
-        notes.append(
-            f"{r}.devices: device rules are not enforced on cgroup v2 (this runtime attaches "
-            "no BPF device filter); drop CAP_MKNOD where that matters"
-        )
+    if lim.devices is not None:  # refuse what the eBPF filter cannot hold before any mkdir
+        from minirun.runtime import devices_bpf
+
+        devices_bpf.emulate(lim.devices, _device_where(lim.devices_given))
     return notes
 
 
@@ -1134,6 +1149,8 @@ class Cgroup:
 
     def _apply_v2(self, lim: _Limits) -> None:
         r = "linux.resources"
+        if lim.devices is not None:
+            _attach_device_filter(self._dirs[""], lim.devices, lim.devices_given)
         if lim.cpus is not None:
             _write(self._need("cpuset", "cpuset.cpus", f"{r}.cpu.cpus"), lim.cpus, f"{r}.cpu.cpus")
         if lim.mems is not None:

@@ -41,7 +41,7 @@ def features() -> dict[str, Any]:
             "intelRdt": {"enabled": False},
             "mountExtensions": {"idmap": {"enabled": False}},
         },
-        "annotations": {"org.minirun.runtime.devices.v2": "not enforced (no eBPF program)"},
+        "annotations": {"org.minirun.runtime.devices.v2": "eBPF (BPF_CGROUP_DEVICE)"},
     }
 
 

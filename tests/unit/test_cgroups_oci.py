@@ -141,6 +141,10 @@ class FakeFS:
         monkeypatch.setattr(cgroups, "_mkdir", mkdir)
         monkeypatch.setattr(cgroups, "_write", self.write)
         monkeypatch.setattr(cgroups, "_rmdir", self.rmdir)
+        # v2 device rules: (dir, rules) per eBPF filter attached (devices_bpf needs a kernel)
+        self.device_filters: list[tuple[str, list[cgroups._DeviceRule]]] = []
+        monkeypatch.setattr(cgroups, "_attach_device_filter", lambda d, rules, _given:
+                            self.device_filters.append((self.rel(Path(d)), list(rules))))  # fmt: skip
 
     def rmdir(self, path: str) -> None:
         """As cgroupfs: a dir goes with its files, but not with processes or children."""
@@ -345,6 +349,7 @@ def test_systemd_available(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
         ({"hugepageLimits": {}}, r"^linux\.resources\.hugepageLimits: must be an array"),
         ({"unified": {"a/b": "1"}}, r"^linux\.resources\.unified: 'a/b' must be a cgroup file name"),
         ({"unified": {"memory.high": 5}}, r"^linux\.resources\.unified\.memory\.high: must be a string"),
+        ({"unified": {"a\nb": 5}}, r"^linux\.resources\.unified\['a\\nb'\]: must be a string, got 5$"),
         ({"network": {"classID": 5}}, r"^linux\.resources\.network: not supported"),
         ({"rdma": {"mlx": {"hcaHandles": 1}}}, r"^linux\.resources\.rdma: not supported"),
         ({"devices": [{"allow": True, "type": "x", "access": "rwm"}]},
@@ -678,10 +683,13 @@ def test_v2_create_writes_every_field(v2: FakeFS) -> None:
     assert v2.values(leaf + "hugetlb.2MB.rsvd.max") == [str(4 * MiB)]
     assert v2.values(leaf + "memory.high") == [str(48 * MiB)]
     assert v2.writes[-1] == (leaf + "io.max", "8:16 riops=5")  # unified last
-    assert any("devices" in w and "not enforced on cgroup v2" in w for w in cg.warnings)
+    # devices: one eBPF filter with the spec's rules, then runc's defaults
+    [(where, rules)] = v2.device_filters
+    assert where == leaf.rstrip("/") and not rules[0].allow and rules[1].major == 10
+    assert len(rules) == 2 + len(DEFAULT_ALLOWED_DEVICES)
+    assert not any("devices" in w for w in cg.warnings)
     assert any("swappiness" in w for w in cg.warnings)
     assert any("disableOOMKiller" in w for w in cg.warnings)
-    assert not cgroups.devices_enforced()
 
 
 def test_v2_engine_container(v2: FakeFS) -> None:
@@ -748,6 +756,9 @@ def test_v2_update(v2: FakeFS) -> None:
         ("cgroup.subtree_control", "+io"),
         ("a/io.weight", str(blkio_weight_to_io_weight(100))),
     ]
+    assert v2.device_filters == []  # no devices given: no filter
+    cg.update({"devices": [{"allow": True, "access": "rwm"}]})  # replaced (devices_bpf.attach)
+    assert [(d, len(r)) for d, r in v2.device_filters] == [("a", 1 + len(DEFAULT_ALLOWED_DEVICES))]
 
 
 def test_v2_swap_needs_a_memory_limit(v2: FakeFS) -> None:
