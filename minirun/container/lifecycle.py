@@ -497,8 +497,8 @@ def _signal_number(text: str | int) -> int:
         return text
     try:
         return signal_number(text)
-    except StateError:
-        raise ContainerError(f"invalid signal: {text}") from None
+    except StateError as e:  # its message quotes the text (repr): one line
+        raise ContainerError(str(e)) from None
 
 
 def parse_signal(text: str) -> int:

@@ -52,8 +52,12 @@ _INT64_MAX = (1 << 63) - 1
 _UNITS = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 << 50}
 # A number (integer or decimal), one optional space, then an optional unit: "b" alone, or
 # k/m/g/t/p optionally followed by "b" or "ib" (32m, 32mb, 32MiB, 1.5g, "100 k").
-_SIZE_RE = re.compile(r"(\d+(?:\.\d*)?|\.\d+) ?([a-z]*)", re.IGNORECASE)
-_CPUS_RE = re.compile(r"(\d*)(?:\.(\d*))?")
+# ASCII digits only: Python's \d (and int(), float()) also take other scripts' digits.
+_SIZE_RE = re.compile(r"([0-9]+(?:\.[0-9]*)?|\.[0-9]+) ?([a-z]*)", re.IGNORECASE)
+_CPUS_RE = re.compile(r"([0-9]*)(?:\.([0-9]*))?")
+# More significant digits than this cannot fit an int64 (10**19 > 2**63 - 1): refusing them
+# up front keeps int() under its digit limit and float() away from inf.
+_INT64_DIGITS = 19
 
 
 @dataclass(frozen=True)
@@ -131,7 +135,7 @@ def parse_bytes(text: str) -> int:
     m = _SIZE_RE.fullmatch(text.strip())
     if m is None:
         raise UsageError(
-            f"invalid size: {raw!r} (expected a number with an optional unit b, k, m, g, "
+            f"invalid size: {_shown(raw)} (expected a number with an optional unit b, k, m, g, "
             "t or p, e.g. 512m or 1g)"
         )
     number, suffix = m.group(1), m.group(2).lower()
@@ -141,13 +145,17 @@ def parse_bytes(text: str) -> int:
         mul = _UNITS[suffix[0]]
     else:
         raise UsageError(
-            f"invalid suffix {suffix!r} in size {raw!r} (use b, k, m, g, t or p, "
+            f"invalid suffix {suffix!r} in size {_shown(raw)} (use b, k, m, g, t or p, "
             "optionally followed by b or ib: 512m, 512mb, 512MiB)"
         )
-    # Integers stay exact; decimals go through float exactly as Go's ParseFloat does.
-    value = int(number) * mul if number.isdigit() else int(float(number) * mul)
+    whole = number.partition(".")[0].lstrip("0")
+    if len(whole) > _INT64_DIGITS:
+        raise UsageError(f"invalid size: {_shown(raw)} is too large")
+    # Integers stay exact; decimals go through float exactly as Go's ParseFloat does (the
+    # fraction may be long: float() has no digit limit, and whole < 10**19 stays finite).
+    value = int(whole or "0") * mul if number.isdigit() else int(float(number) * mul)
     if value > _INT64_MAX:
-        raise UsageError(f"invalid size: {raw!r} is too large")
+        raise UsageError(f"invalid size: {_shown(raw)} is too large")
     return value
 
 
@@ -156,12 +164,23 @@ def parse_cpus(text: str) -> int:
     notation only, at most 9 decimals ("value is too precise" in Docker)."""
     m = _CPUS_RE.fullmatch(text.strip())
     if m is None or not (m.group(1) or m.group(2)):
-        raise UsageError(f"invalid --cpus value {text!r}: failed to parse it as a number")
-    whole, frac = m.group(1) or "0", m.group(2) or ""
+        raise UsageError(f"invalid --cpus value {_shown(text)}: failed to parse it as a number")
+    whole, frac = m.group(1).lstrip("0") or "0", m.group(2) or ""
     frac = frac.rstrip("0")
     if len(frac) > 9:
-        raise UsageError(f"invalid --cpus value {text!r}: value is too precise")
-    return int(whole) * 1_000_000_000 + int(frac.ljust(9, "0") or "0")
+        raise UsageError(f"invalid --cpus value {_shown(text)}: value is too precise")
+    if len(whole) > _INT64_DIGITS:
+        raise UsageError(f"invalid --cpus value {_shown(text)}: value is too large")
+    nano = int(whole) * 1_000_000_000 + int(frac.ljust(9, "0") or "0")
+    if nano > _INT64_MAX:  # Docker's NanoCPUs is an int64
+        raise UsageError(f"invalid --cpus value {_shown(text)}: value is too large")
+    return nano
+
+
+def _shown(text: str, limit: int = 40) -> str:
+    """``text`` quoted for a message, cut short if long (a 5000-digit --memory is not
+    echoed whole)."""
+    return repr(text) if len(text) <= limit else f"{text[:limit]!r}..."
 
 
 def _cpu_count() -> int:
@@ -215,8 +234,10 @@ def parse_resources(
                 "(--memory-swap is memory plus swap, so it must be >= --memory)"
             )
     if mem is not None and swap is None:
-        # Docker's default: as much swap as memory, i.e. memory+swap = 2 x memory.
-        swap = 2 * mem
+        # Docker's default: as much swap as memory, i.e. memory+swap = 2 x memory, kept
+        # within the int64 the OCI spec (and the cgroup files) take: from 4 EiB of memory
+        # on, 2 x memory would not fit, and that much memory+swap is no limit anyway.
+        swap = min(2 * mem, _INT64_MAX)
 
     quota: int | None = None
     if cpus is not None:
@@ -226,7 +247,7 @@ def parse_resources(
         if nano > ncpu * 1_000_000_000 or quota < _MIN_QUOTA:
             raise UsageError(
                 f"range of CPUs is from 0.01 to {ncpu}.00, as there are only {ncpu} CPUs "
-                f"available (got --cpus {cpus})"
+                f"available (got --cpus {cpus.strip()})"
             )
 
     shares: int | None = None

@@ -431,7 +431,7 @@ def _arg(arg: Any, where: str) -> dict[str, Any]:
     if not isinstance(index, int) or isinstance(index, bool) or not 0 <= index <= 5:
         raise _Invalid(f"{where}.index", f"must be an integer 0..5, not {index!r}")
     op = arg.get("op")
-    if op not in OPERATORS:
+    if not isinstance(op, str) or op not in OPERATORS:
         raise _Invalid(f"{where}.op", f"unknown operator {op!r} "
                        f"(one of {', '.join(sorted(OPERATORS))})")  # fmt: skip
     return {
@@ -460,13 +460,15 @@ def _condition(cond: Any, where: str) -> dict[str, Any]:
 
 def _kernel_version(value: Any, where: str) -> str:
     parts = value.split(".") if isinstance(value, str) else []
-    if len(parts) != 2 or not all(p.isdigit() for p in parts) or parts == ["0", "0"]:
+    # ASCII digits only: str.isdigit() is also true for '²', '①'... which int() refuses
+    if (len(parts) != 2 or not all(0 < len(p) <= 9 and p.isascii() and p.isdigit() for p in parts)
+            or parts == ["0", "0"]):  # fmt: skip
         raise _Invalid(where, f'expected "<kernel>.<major>" (e.g. "4.8"), not {value!r}')
     return value
 
 
 def _action(value: Any, where: str) -> str:
-    if value not in ACTIONS:
+    if not isinstance(value, str) or value not in ACTIONS:
         raise _Invalid(where, f"unknown action {value!r} (one of {', '.join(sorted(ACTIONS))})")
     if value == "SCMP_ACT_NOTIFY":
         raise _Invalid(where, "SCMP_ACT_NOTIFY needs a seccomp agent, which minirun lacks")
@@ -474,7 +476,7 @@ def _action(value: Any, where: str) -> str:
 
 
 def _arch(value: Any, where: str) -> str:
-    if value not in ARCHES:
+    if not isinstance(value, str) or value not in ARCHES:
         raise _Invalid(where, f"unknown architecture {value!r} (e.g. SCMP_ARCH_X86_64)")
     return str(value)
 
@@ -548,8 +550,8 @@ def _parse_release(release: str) -> tuple[int, int]:
     nums: list[int] = []
     for part in release.split(".")[:2]:
         digits = ""
-        for ch in part:
-            if not ch.isdigit():
+        for ch in part[:9]:  # ASCII digits only ('²'.isdigit() is true, int() refuses it)
+            if not "0" <= ch <= "9":
                 break
             digits += ch
         nums.append(int(digits or 0))

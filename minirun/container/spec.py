@@ -125,8 +125,10 @@ def capabilities(add: list[str], drop: list[str]) -> list[str]:
 def parse_env_file(text: str, host_env: dict[str, str], where: str) -> list[str]:
     """``--env-file``: KEY=VAL lines; a bare KEY takes the host's value; # starts a comment."""
     out = []
-    for n, raw in enumerate(text.splitlines(), 1):
-        line = raw.lstrip()
+    # Lines end at "\n" only (with an optional "\r" before it), as Docker's bufio.Scanner
+    # reads them: str.splitlines() would also split at \x0b, \x1c, \u2028... inside a value.
+    for n, raw in enumerate(text.split("\n"), 1):
+        line = raw.removesuffix("\r").lstrip()
         if not line or line.startswith("#"):
             continue
         key = line.split("=", 1)[0]
@@ -234,7 +236,11 @@ INIT_PATH = "/dev/init"  # where --init's PID 1 appears (Docker: /sbin/docker-in
 def build_spec(image_cfg: dict[str, Any], opts: RunOptions, user: User, hostname: str,
                etc_files: dict[str, str], init_binary: str | None = None) -> dict[str, Any]:
     """The OCI runtime spec. ``etc_files`` maps /etc/hosts etc. to host files to bind;
-    ``init_binary`` is the host's minirun-init, used with --init."""
+    ``init_binary`` is the host's minirun-init, used with --init. The image config's
+    fields are type-checked first (ManifestError names a bad one)."""
+    from minirun.image.oci import check_run_config
+
+    image_cfg = check_run_config(image_cfg)
     env = merge_env(list(image_cfg.get("Env") or []), [])
     if not any(e.startswith("PATH=") for e in env):
         env.insert(0, f"PATH={DEFAULT_PATH}")

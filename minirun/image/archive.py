@@ -81,6 +81,8 @@ class _Source:
 
 def _clean(name: str) -> str:
     """Archive member names are relative; anything that climbs out is refused."""
+    if "\0" in name:
+        raise ArchiveError(f"archive path {name!r} contains a NUL byte")
     norm = posixpath.normpath(name.lstrip("/"))
     if norm.startswith("../") or norm == ".." or norm == ".":
         raise ArchiveError(f"archive path {name!r} points outside the archive")
@@ -92,19 +94,35 @@ class _DirSource(_Source):
         self.root = root.resolve()
 
     def _path(self, name: str) -> Path:
-        p = (self.root / _clean(name)).resolve()
+        try:
+            p = (self.root / _clean(name)).resolve()
+        except (OSError, ValueError) as e:
+            raise ArchiveError(f"archive path {name!r}: {_reason(e)}") from None
         if p != self.root and self.root not in p.parents:
-            raise ArchiveError(f"archive path {name!r} resolves outside {self.root}")
+            raise ArchiveError(f"archive path {name!r} resolves outside {str(self.root)!r}")
         return p
 
     def open(self, name: str) -> BinaryIO:
+        path = self._path(name)
         try:
-            return open(self._path(name), "rb")
-        except (FileNotFoundError, IsADirectoryError):
-            raise ArchiveError(f"{name}: missing from {self.root}") from None
+            return open(path, "rb")
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            raise ArchiveError(f"{name!r}: missing from {str(self.root)!r}") from None
+        except OSError as e:  # a name too long (ENAMETOOLONG), a permission...
+            raise ArchiveError(f"{name!r}: cannot be read from {str(self.root)!r} ({_reason(e)})") from None
 
     def exists(self, name: str) -> bool:
-        return self._path(name).is_file()
+        path = self._path(name)
+        try:
+            return path.is_file()
+        except OSError:  # ENAMETOOLONG, EACCES: no such file that can be read
+            return False
+
+
+def _reason(e: BaseException) -> str:
+    """An OSError's strerror (or the exception's text) as one line."""
+    text = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+    return " ".join(text.split()) or type(e).__name__
 
 
 class _TarSource(_Source):
@@ -126,17 +144,17 @@ class _TarSource(_Source):
         for _ in range(16):  # follow symlinks inside the archive (Docker 25 links legacy paths to blobs)
             m = self.members.get(name)
             if m is None:
-                raise ArchiveError(f"{name}: missing from the archive")
+                raise ArchiveError(f"{name!r}: missing from the archive")
             if not m.issym():
                 return m
             name = _clean(posixpath.join(posixpath.dirname(name), m.linkname))
-        raise ArchiveError(f"{name}: too many levels of symbolic links in the archive")
+        raise ArchiveError(f"{name!r}: too many levels of symbolic links in the archive")
 
     def open(self, name: str) -> BinaryIO:
         m = self._member(name)
         f = self.tar.extractfile(m) if (m.isfile() or m.islnk()) else None
         if f is None:
-            raise ArchiveError(f"{name}: not a regular file in the archive")
+            raise ArchiveError(f"{name!r}: not a regular file in the archive")
         return f  # type: ignore[return-value]
 
     def exists(self, name: str) -> bool:
@@ -206,7 +224,7 @@ class _Loader:
             # for this layer rather than keep a second (uncompressed) copy of it.
             known = self.store.layer_blob(diff_id) if expected is None else None
             if known and not self.src.exists(name):  # (exists() refuses a path that escapes)
-                raise ArchiveError(f"{name}: missing from the archive")
+                raise ArchiveError(f"{name!r}: missing from the archive")
             digest = known.digest if known else self.blob(name, expected)
             self.report(f"{short_id(diff_id)}: Already exists")
             return digest
@@ -233,6 +251,13 @@ class _Loader:
             if not isinstance(e, dict) or not isinstance(e.get("Config"), str) \
                     or not isinstance(e.get("Layers"), list):
                 raise ArchiveError(f"{where}: needs Config (string) and Layers (list)")
+            repo_tags = e.get("RepoTags")
+            if repo_tags is None:
+                repo_tags = []
+            if not isinstance(repo_tags, list):
+                raise ArchiveError(f"{where}: RepoTags must be a list of strings "
+                                   f"(got {type(repo_tags).__name__})")
+            tags = [_parse_tag(t, where) for t in repo_tags]
             with self.src.open(e["Config"]) as f:
                 config_bytes = f.read(_JSON_LIMIT + 1)
             config = oci.ImageConfig.parse(config_bytes, f"{where} config")
@@ -246,7 +271,6 @@ class _Loader:
                     raise ArchiveError(f"{where}: layer names must be strings")
                 digest = self.layer(name, diff_id, None, None)
                 descs.append(self._layer_descriptor(digest))
-            tags = [_parse_tag(t, where) for t in (e.get("RepoTags") or [])]
             out.append(self._finish(config_bytes, descs, tags))
         return out
 

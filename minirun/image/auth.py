@@ -22,6 +22,9 @@ from dataclasses import dataclass, field
 from minirun.errors import AuthenticationError, RegistryError
 
 _TOKEN_LIMIT = 1 << 20
+# A token is reused at most this long (s), whatever expires_in says: it is held in memory by
+# one process, and a huge or infinite value must not overflow float() or time arithmetic.
+_MAX_TTL = 24 * 3600.0
 
 
 @dataclass(frozen=True)
@@ -137,7 +140,9 @@ def parse_token_response(body: bytes) -> tuple[str, float]:
     """``{"token": ..., "expires_in": 300}`` (``access_token`` is the OAuth2 alias)."""
     try:
         doc = json.loads(body[:_TOKEN_LIMIT])
-    except (UnicodeDecodeError, json.JSONDecodeError):
+    except (ValueError, RecursionError):
+        # ValueError: JSONDecodeError, UnicodeDecodeError, and an integer of more digits than
+        # int()'s limit; RecursionError: arrays or objects nested too deep
         raise RegistryError("the registry's token service sent an invalid response (not JSON)") from None
     if not isinstance(doc, dict):
         raise RegistryError("the registry's token service sent an invalid response")
@@ -146,7 +151,9 @@ def parse_token_response(body: bytes) -> tuple[str, float]:
         raise RegistryError("the registry's token service sent no token")
     expires_in = doc.get("expires_in")
     # distribution's token spec: 60 s when the server does not say
-    ttl = float(expires_in) if isinstance(expires_in, int | float) and expires_in > 0 else 60.0
+    ttl = 60.0
+    if isinstance(expires_in, int | float) and not isinstance(expires_in, bool) and expires_in > 0:
+        ttl = float(min(expires_in, _MAX_TTL))  # min() first: float(10**400) overflows
     return token, ttl
 
 

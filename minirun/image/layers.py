@@ -448,7 +448,12 @@ def _pax_time_ns(v: bytes) -> int:
 
 
 def _show(b: bytes) -> str:
-    return b.decode("utf-8", "backslashreplace")
+    """A member name (or link target) for a message: undecodable bytes as \\xNN, and
+    newlines and other non-printable characters escaped too, so the message is one line."""
+    text = b.decode("utf-8", "backslashreplace")
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
 
 
 # --------------------------------------------------------------------------------------
@@ -695,12 +700,47 @@ class _Extractor:
 
     def _dirfd(self, rel: bytes, *, create: bool) -> int:
         """fd of directory rel, walked from the root without following any symlink;
-        missing parents are created (0755, as tar does) when create is set."""
+        missing parents are created (0755, as tar does) when create is set.
+
+        A loop, not a recursion: a member may have more components than Python's recursion
+        limit. The walk starts at the deepest ancestor already open; the directories it
+        opens are cached while the cache has room (rel's own fd always is: callers use it),
+        the others closed as soon as the next level is open."""
         fd = self.dirs.get(rel)
         if fd is not None:
             return fd
-        parent, _, base = rel.rpartition(b"/")
-        pfd = self._dirfd(parent, create=create)
+        pos = len(rel)  # rel[:pos] is the open ancestor (pos -1: the root)
+        while True:
+            pos = rel.rfind(b"/", 0, pos)
+            if pos < 0 or rel[:pos] in self.dirs:
+                break
+        pfd = self.dirs[rel[:pos]] if pos >= 0 else self.root
+        spare: int | None = None  # pfd, when it is an uncached fd of ours to close
+        try:
+            while True:
+                end = rel.find(b"/", pos + 1)
+                last = end < 0
+                if last:
+                    end = len(rel)
+                cur = rel[:end]
+                fd = self._open_dir(pfd, rel[pos + 1 : end], cur, create)
+                if spare is not None:
+                    os.close(spare)
+                    spare = None
+                if last or len(self.dirs) <= _DIR_CACHE_MAX:
+                    self.dirs[cur] = fd
+                else:
+                    spare = fd
+                if last:
+                    return fd
+                pfd, pos = fd, end
+        finally:
+            if spare is not None:
+                os.close(spare)
+
+    def _open_dir(self, pfd: int, base: bytes, rel: bytes, create: bool) -> int:
+        """fd of directory base in pfd (rel: its path, for messages), made if missing and
+        create is set; never through a symlink."""
         try:
             fd = os.open(base, _O_DIR, dir_fd=pfd)
         except FileNotFoundError:
@@ -725,7 +765,6 @@ class _Extractor:
             fd = os.open(base, _O_DIR, dir_fd=pfd)
             os.fchmod(fd, 0o755)
             os.setxattr(fd, OVERLAY_OPAQUE_XATTR, b"y")
-        self.dirs[rel] = fd
         return fd
 
     def _close_dirs(self) -> None:

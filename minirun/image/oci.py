@@ -231,6 +231,62 @@ class Index:
         )
 
 
+def _json_type(v: Any) -> str:
+    """The JSON name of a decoded value's type, for messages."""
+    if v is None:
+        return "null"
+    if isinstance(v, bool):
+        return "a boolean"
+    if isinstance(v, (int, float)):
+        return "a number"
+    if isinstance(v, str):
+        return "a string"
+    if isinstance(v, list):
+        return "an array"
+    return "an object" if isinstance(v, dict) else type(v).__name__
+
+
+# The fields of an image config's ``config`` that ``run`` uses (OCI image-spec config.md),
+# by JSON type; null means unset for each, as for Go's decoder.
+_RUN_STRING_LISTS = ("Env", "Entrypoint", "Cmd")
+_RUN_STRINGS = ("User", "WorkingDir", "StopSignal")
+_RUN_OBJECTS = ("ExposedPorts",)
+_RUN_STR_SLICES = ("Entrypoint", "Cmd")  # a lone string is accepted, as Docker does
+
+
+def check_run_config(cfg: Any, what: str = "image config") -> dict[str, Any]:
+    """An image config's ``config`` object with the types of the fields ``run`` uses
+    checked: Env, Entrypoint and Cmd arrays of strings (a lone string for Entrypoint or
+    Cmd is a one-item array, as Docker's StrSlice reads it); User, WorkingDir and
+    StopSignal strings; ExposedPorts an object. Returns it, normalised ({} for null);
+    ManifestError names the first bad field. Other fields are left as they are."""
+    if cfg is None:
+        return {}
+    if not isinstance(cfg, dict):
+        raise ManifestError(f"{what}: config must be an object, got {_json_type(cfg)}")
+    for key in _RUN_STRING_LISTS:
+        v = cfg.get(key)
+        if v is None:
+            continue
+        if isinstance(v, str) and key in _RUN_STR_SLICES:
+            cfg = {**cfg, key: [v]}  # Docker's StrSlice: "sh" means ["sh"]
+            continue
+        if not isinstance(v, list):
+            raise ManifestError(f"{what}: config.{key} must be an array of strings, got {_json_type(v)}")
+        for i, item in enumerate(v):
+            if not isinstance(item, str):
+                raise ManifestError(f"{what}: config.{key}[{i}] must be a string, got {_json_type(item)}")
+    for key in _RUN_STRINGS:
+        v = cfg.get(key)
+        if v is not None and not isinstance(v, str):
+            raise ManifestError(f"{what}: config.{key} must be a string, got {_json_type(v)}")
+    for key in _RUN_OBJECTS:
+        v = cfg.get(key)
+        if v is not None and not isinstance(v, dict):
+            raise ManifestError(f"{what}: config.{key} must be an object, got {_json_type(v)}")
+    return cfg
+
+
 @dataclass(frozen=True)
 class ImageConfig:
     """The parts of an image config (OCI config.md) that minirun uses; ``raw`` keeps all."""
@@ -247,6 +303,7 @@ class ImageConfig:
         diff_ids = rootfs.get("diff_ids")
         if not isinstance(diff_ids, list):
             raise ManifestError(f"{what}: rootfs.diff_ids is not a list")
+        check_run_config(doc.get("config"), what)
         return cls(doc, [check_digest(d, f"{what} diff_id {i}") for i, d in enumerate(diff_ids)])
 
     @property

@@ -31,6 +31,14 @@ _TAG_RE = re.compile(r"[\w][\w.-]{0,127}", re.ASCII)
 _DIGEST_RE = re.compile(r"[a-z0-9]+(?:[.+_-][a-z0-9]+)*:[a-f0-9]{32,}", re.ASCII)
 _SHA256_RE = re.compile(r"sha256:[a-f0-9]{64}")
 _HEX_ID_RE = re.compile(r"[a-f0-9]{64}")
+# Length limits. Docker's only one is the name's (registry/repository, after
+# normalisation): 255. A tag has at most 128 characters (_TAG_RE); distribution's grammar
+# does not bound a digest, minirun does (sha512's is 135 characters). The limit on the
+# whole text follows from those three, so it holds for the normalised form (str()) of any
+# reference that parses, which adds at most "docker.io/library/" to the name.
+_NAME_MAX = 255
+_DIGEST_MAX = 512
+_TEXT_MAX = _NAME_MAX + 1 + 128 + 1 + _DIGEST_MAX
 
 
 @dataclass(frozen=True)
@@ -89,9 +97,12 @@ def parse(text: str, *, default_tag: bool = True) -> Reference:
     given or ``default_tag`` is false. Raises :class:`InvalidReference`."""
     if not text or text != text.strip():
         raise InvalidReference(f"invalid reference format: {text!r}")
-    if len(text) > 255 + 200:
+    if len(text) > _TEXT_MAX:  # before any regex looks at it
         raise InvalidReference(f"invalid reference format: reference too long: {text[:40]!r}...")
     rest, at, digest = text.partition("@")
+    if len(digest) > _DIGEST_MAX:
+        raise InvalidReference(f"invalid reference format: digest too long (more than "
+                               f"{_DIGEST_MAX} characters): {text[:40]!r}...")
     if at and (not _DIGEST_RE.fullmatch(digest)
                    or (digest.startswith("sha256:") and not _SHA256_RE.fullmatch(digest))):
         raise InvalidReference(f"invalid reference format: bad digest in {text!r}")
@@ -111,9 +122,9 @@ def parse(text: str, *, default_tag: bool = True) -> Reference:
         )
     if registry == DEFAULT_REGISTRY and "/" not in repository:
         repository = f"{OFFICIAL_NAMESPACE}/{repository}"
-    if len(registry) + 1 + len(repository) > 255:
+    if len(registry) + 1 + len(repository) > _NAME_MAX:
         raise InvalidReference(f"invalid reference format: repository name must not be more than "
-                               f"255 characters: {text[:40]!r}...")
+                               f"{_NAME_MAX} characters: {text[:40]!r}...")
     if not _PATH_RE.fullmatch(repository):
         raise InvalidReference(f"invalid reference format: {text!r}")
     if tag is None and digest == "" and default_tag:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import os
+import re
 
 from minirun.errors import UsageError
 
@@ -31,6 +32,11 @@ ff02::2\tip6-allrouters
 
 SYSTEMD_RESOLV = "/run/systemd/resolve/resolv.conf"
 FALLBACK_DNS = ("8.8.8.8", "8.8.4.4")  # Docker's, when the host has only loopback servers
+# An --add-host name: ASCII letters, digits, '.', '-' and '_' (common in container and
+# compose names), not starting with '.' or '-'. It becomes one field of an /etc/hosts line,
+# so whitespace, '#' and control characters, which would end the field, start a comment or
+# inject another line, are refused.
+_HOST_NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,252}")
 
 
 def parse_add_host(text: str, gateway: str | None) -> str:
@@ -40,6 +46,9 @@ def parse_add_host(text: str, gateway: str | None) -> str:
     name, _, ip = text.partition(sep)
     if not name or not ip:
         raise UsageError(f"invalid --add-host {text!r} (want HOST:IP)")
+    if not _HOST_NAME_RE.fullmatch(name):
+        raise UsageError(f"invalid host name {name!r} in --add-host {text!r} (at most 253 "
+                         "letters, digits, '.', '-' and '_', not starting with '.' or '-')")
     if ip == "host-gateway":
         if gateway is None:
             raise UsageError("--add-host ...:host-gateway needs a bridge network")

@@ -23,6 +23,7 @@ from __future__ import annotations
 import errno
 import ipaddress
 import os
+import re
 import signal
 import socket
 import sys
@@ -35,10 +36,16 @@ from minirun.network.ipam import PortMap
 PROXY = os.path.join(os.path.dirname(os.path.abspath(__file__)), "proxy.py")
 
 
+# ASCII digits only (str.isdigit() is also true for '²', '①', which int() refuses); leading
+# zeros are allowed, as Go's ParseUint does, but int() only ever sees at most 5 digits.
+_PORT_RE = re.compile(r"0*([0-9]{1,5})")
+
+
 def _port(text: str, what: str, spec: str) -> int:
-    if not text.isdigit() or not 0 < int(text) < 65536:
+    m = _PORT_RE.fullmatch(text)
+    if m is None or not 0 < int(m.group(1)) < 65536:
         raise UsageError(f"invalid {what} port {text!r} in -p {spec!r} (1-65535)")
-    return int(text)
+    return int(m.group(1))
 
 
 def parse_publish(spec: str) -> list[PortMap]:
@@ -78,11 +85,16 @@ def parse_publish(spec: str) -> list[PortMap]:
 
 
 def exposed(image_cfg: dict[str, Any]) -> list[PortMap]:
-    """``-P``: every ExposedPorts entry of the image ("80/tcp", "53/udp", "8080")."""
+    """``-P``: every ExposedPorts entry of the image ("80/tcp", "53/udp", "8080"); an
+    entry that names no port number (1..65535) is skipped. The image config's field types
+    are checked first (ManifestError names a bad one)."""
+    from minirun.image.oci import check_run_config
+
     out = []
-    for key in sorted((image_cfg.get("ExposedPorts") or {}).keys()):
+    for key in sorted(check_run_config(image_cfg).get("ExposedPorts") or {}):
         port, _, proto = key.partition("/")
-        if port.isdigit():
+        # ASCII digits only: str.isdigit() is also true for '²', which int() refuses
+        if port.isascii() and port.isdigit() and len(port) <= 5 and 0 < int(port) < 65536:
             out.append(PortMap(container_port=int(port), proto=proto or "tcp"))
     return out
 

@@ -853,8 +853,13 @@ def _hook_from(d: dict[str, Any]) -> Hook:
 def signal_number(text: str) -> int:
     """runc's kill: "KILL", "SIGKILL", "9" all mean 9."""
     t = text.strip().upper()
-    if t.isdigit():
-        return int(t)
+    if t.isascii() and t.isdigit():  # str.isdigit() alone is also true for '²'
+        digits = t.lstrip("0") or "0"
+        n = int(digits) if len(digits) <= 3 else None  # int() has a digit limit
+        if n is None or n > signal.SIGRTMAX:
+            raise StateError(f"invalid signal {text[:40]!r}: signal numbers are "
+                             f"0-{int(signal.SIGRTMAX)}")
+        return n
     name = t if t.startswith("SIG") else "SIG" + t
     try:
         return int(signal.Signals[name])

@@ -579,10 +579,12 @@ def _parse(
 
     unified = _opt_obj(resources, "unified", r)
     for key, value in unified.items():
-        where = f"{r}.unified.{key}"
         if (not isinstance(key, str) or not key or "/" in key or "\0" in key
                 or key.startswith(".")):  # fmt: skip
             raise RuntimeFailure(f"{r}.unified: {key!r} must be a cgroup file name (no slashes)")
+        # an untrusted key: quoted unless it is plain text, so the message is one line
+        plain = key.isprintable() and not any(ch.isspace() for ch in key)
+        where = f"{r}.unified.{key}" if plain else f"{r}.unified[{key!r}]"
         if not isinstance(value, str):
             raise RuntimeFailure(f"{where}: must be a string, got {value!r}")
         lim.unified[key] = value

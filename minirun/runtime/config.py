@@ -31,6 +31,10 @@ _IPC_SYSCTLS = ("kernel.msgmax", "kernel.msgmnb", "kernel.msgmni", "kernel.sem",
                 "kernel.shmmax", "kernel.shmmni", "kernel.shm_rmid_forced")  # fmt: skip
 
 
+_DEV_MAX = 2**32 - 1  # a device major or minor number: an unsigned int for makedev(3)
+_HOOK_TIMEOUT_MAX = 2**63 - 1  # a hook's timeout in seconds: runc's is a Go int
+
+
 class ConfigError(RuntimeFailure):
     """A config.json value that cannot be run; the message starts with the field's path."""
 
@@ -146,11 +150,22 @@ def _str(v: Any, where: str, *, optional: bool = True) -> str | None:
     return v
 
 
+def _key(where: str, key: Any) -> str:
+    """``where.key`` for a field named by an untrusted object key: ``where['a\\nb']`` (the
+    key quoted) when it is not plain printable text, so a message stays one line."""
+    if isinstance(key, str) and key and key.isprintable() and not any(c.isspace() for c in key):
+        return f"{where}.{key}"
+    return f"{where}[{key!r}]"
+
+
 def _int(v: Any, where: str, *, lo: int | None = None, hi: int | None = None) -> int:
     if isinstance(v, bool) or not isinstance(v, int):
         raise ConfigError(f"{where}: must be an integer, got {v!r}")
     if (lo is not None and v < lo) or (hi is not None and v > hi):
-        raise ConfigError(f"{where}: {v} is out of range")
+        shown = str(v) if abs(v) < 10**30 else f"a {v.bit_length()}-bit integer"
+        bounds = (f"from {lo} to {hi}" if lo is not None and hi is not None
+                  else f"at least {lo}" if lo is not None else f"at most {hi}")
+        raise ConfigError(f"{where}: {shown} is out of range (must be {bounds})")
     return v
 
 
@@ -269,7 +284,7 @@ def parse(raw: Any, bundle: str) -> Config:
     for i, ns in enumerate(_list(lx.get("namespaces"), "linux.namespaces")):
         ns = _obj(ns, f"linux.namespaces[{i}]")
         t = ns.get("type")
-        if t not in linux.NAMESPACE_FLAGS:
+        if not isinstance(t, str) or t not in linux.NAMESPACE_FLAGS:
             raise ConfigError(f"linux.namespaces[{i}].type: unknown namespace type {t!r}")
         if t in seen:
             raise ConfigError(f"linux.namespaces[{i}].type: namespace {t!r} listed twice")
@@ -329,15 +344,18 @@ def parse(raw: Any, bundle: str) -> Config:
             raise ConfigError(f"linux.devices[{i}].path: must be absolute, got {p!r}")
         if d.get("type") not in ("c", "b", "u", "p"):
             raise ConfigError(f"linux.devices[{i}].type: must be c, b, u or p, got {d.get('type')!r}")
-        if d["type"] != "p":
-            _int(d.get("major"), f"linux.devices[{i}].major", lo=0)
-            _int(d.get("minor"), f"linux.devices[{i}].minor", lo=0)
+        # major/minor: what makedev(3) takes; fileMode: a mode_t (only its permission bits
+        # are used); uid/gid: as process.user's
+        for k, hi in (("major", _DEV_MAX), ("minor", _DEV_MAX), ("fileMode", 2**32 - 1),
+                      ("uid", 2**32 - 2), ("gid", 2**32 - 2)):
+            if d.get(k) is not None or (k in ("major", "minor") and d["type"] != "p"):
+                _int(d.get(k), f"linux.devices[{i}].{k}", lo=0, hi=hi)
         devices.append(d)
 
     sysctl = {}
     for k, v in _obj(lx.get("sysctl"), "linux.sysctl").items():
         if not isinstance(v, str):
-            raise ConfigError(f"linux.sysctl.{k}: value must be a string, got {v!r}")
+            raise ConfigError(f"{_key('linux.sysctl', k)}: value must be a string, got {v!r}")
         _check_sysctl(k, seen)
         sysctl[k] = v
 
@@ -359,7 +377,8 @@ def parse(raw: Any, bundle: str) -> Config:
             if not hp.startswith("/"):
                 raise ConfigError(f"hooks.{name}[{i}].path: must be absolute, got {hp!r}")
             t = h.get("timeout")
-            if t is not None and _int(t, f"hooks.{name}[{i}].timeout") <= 0:
+            # seconds, a positive int (runc: a Go int)
+            if t is not None and _int(t, f"hooks.{name}[{i}].timeout", hi=_HOOK_TIMEOUT_MAX) <= 0:
                 raise ConfigError(f"hooks.{name}[{i}].timeout: must be greater than zero")
             out.append(Hook(hp, tuple(_strings(h.get("args"), f"hooks.{name}[{i}].args")),
                             tuple(_strings(h.get("env"), f"hooks.{name}[{i}].env")),
@@ -375,7 +394,7 @@ def parse(raw: Any, bundle: str) -> Config:
     annotations = _obj(raw.get("annotations"), "annotations")
     for k, v in annotations.items():
         if not isinstance(v, str):
-            raise ConfigError(f"annotations.{k}: must be a string, got {v!r}")
+            raise ConfigError(f"{_key('annotations', k)}: must be a string, got {v!r}")
     for k in ("mountLabel", "intelRdt", "personality", "timeOffsets"):
         if lx.get(k):
             ignored.append(f"linux.{k}")
@@ -399,16 +418,17 @@ def parse(raw: Any, bundle: str) -> Config:
 
 
 def _check_sysctl(key: str, ns: set[str]) -> None:
+    where = _key("linux.sysctl", key)
     if key in _IPC_SYSCTLS or key.startswith("fs.mqueue."):
         if "ipc" not in ns:
-            raise ConfigError(f"linux.sysctl.{key}: needs an ipc namespace (it would change the host's)")
+            raise ConfigError(f"{where}: needs an ipc namespace (it would change the host's)")
     elif key.startswith("net."):
         if "network" not in ns:
-            raise ConfigError(f"linux.sysctl.{key}: needs a network namespace (it would change the host's)")
+            raise ConfigError(f"{where}: needs a network namespace (it would change the host's)")
     elif key in ("kernel.hostname", "kernel.domainname"):
-        raise ConfigError(f"linux.sysctl.{key}: set hostname/domainname in the config instead")
+        raise ConfigError(f"{where}: set hostname/domainname in the config instead")
     else:
-        raise ConfigError(f"linux.sysctl.{key}: not a namespaced sysctl; setting it would "
+        raise ConfigError(f"{where}: not a namespaced sysctl; setting it would "
                           "change the host")  # fmt: skip
     if ".." in key.split(".") or "/" in key:
-        raise ConfigError(f"linux.sysctl.{key}: invalid name")
+        raise ConfigError(f"{where}: invalid name")

@@ -192,12 +192,19 @@ def parse_mounts(mounts: Sequence[dict[str, Any]]) -> list[Mount]:
 
 
 def parse_devices(devices: Sequence[dict[str, Any]]) -> list[Device]:
+    """linux.devices, as config.parse checked them (types and ranges); an absent or null
+    field takes its default."""
     kinds = {"c": stat.S_IFCHR, "u": stat.S_IFCHR, "b": stat.S_IFBLK, "p": stat.S_IFIFO}
+
+    def num(d: dict[str, Any], key: str, default: int) -> int:
+        v = d.get(key)
+        return default if v is None else int(v)
+
     out = []
     for d in devices:
-        out.append(Device(d["path"], kinds[d.get("type", "c")], int(d.get("major", 0)),
-                          int(d.get("minor", 0)), int(d.get("fileMode", 0o666)) & 0o7777,
-                          int(d.get("uid", 0)), int(d.get("gid", 0))))  # fmt: skip
+        out.append(Device(d["path"], kinds[d.get("type") or "c"], num(d, "major", 0),
+                          num(d, "minor", 0), num(d, "fileMode", 0o666) & 0o7777,
+                          num(d, "uid", 0), num(d, "gid", 0)))  # fmt: skip
     return out
 
 

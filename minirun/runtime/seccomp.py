@@ -179,11 +179,12 @@ def _check(oci: Any) -> None:
     if not isinstance(oci, dict):
         raise RuntimeFailure("linux.seccomp must be an object")
     _check_action(oci.get("defaultAction"), "linux.seccomp.defaultAction")
+    _check_errno(oci.get("defaultErrnoRet"), "linux.seccomp.defaultErrnoRet")
     for key in ("architectures", "flags", "syscalls"):
         if not isinstance(oci.get(key) or [], list):
             raise RuntimeFailure(f"linux.seccomp.{key} must be a list")
     for i, flag in enumerate(oci.get("flags") or ()):
-        if flag not in _FLAG_BITS:
+        if not isinstance(flag, str) or flag not in _FLAG_BITS:
             raise RuntimeFailure(f"linux.seccomp.flags[{i}]: unsupported flag {flag!r}")
     if oci.get("listenerPath"):
         raise RuntimeFailure("linux.seccomp.listenerPath: seccomp agents are not supported")
@@ -199,14 +200,31 @@ def _check(oci: Any) -> None:
         ):
             raise RuntimeFailure(f"{where}.names must be a non-empty list of syscall names")
         _check_action(rule.get("action"), f"{where}.action")
+        _check_errno(rule.get("errnoRet"), f"{where}.errnoRet")
         args = rule.get("args") or []
         if not isinstance(args, list) or len(args) > 6:
             raise RuntimeFailure(f"{where}.args must be a list of at most 6 conditions")
         for j, arg in enumerate(args):
-            if not isinstance(arg, dict) or arg.get("op") not in _OPS:
+            op = arg.get("op") if isinstance(arg, dict) else None
+            if not isinstance(op, str) or op not in _OPS:
                 raise RuntimeFailure(f"{where}.args[{j}].op: unknown operator {arg!r}")
-            if arg.get("index") not in range(6):
+            if not _is_int(arg.get("index")) or arg["index"] not in range(6):
                 raise RuntimeFailure(f"{where}.args[{j}].index must be 0..5")
+            for key in ("value", "valueTwo"):
+                v = arg.get(key)
+                if v is not None and (not _is_int(v) or not 0 <= v < 1 << 64):
+                    raise RuntimeFailure(f"{where}.args[{j}].{key} must be an unsigned 64-bit "
+                                         f"integer, got {v!r}")
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _check_errno(ret: Any, where: str) -> None:
+    """An errno for SCMP_ACT_ERRNO/TRACE: the filter's 16-bit return data (None: EPERM)."""
+    if ret is not None and (not _is_int(ret) or not 0 <= ret <= 0xFFFF):
+        raise RuntimeFailure(f"{where} must be an integer 0..65535, got {ret!r}")
 
 
 def _check_action(action: Any, where: str) -> None:
@@ -276,7 +294,7 @@ def _compile(oci: dict[str, Any]) -> tuple[bytes, tuple[str, ...]]:
         if act == default:
             continue  # a no-op; libseccomp refuses such rules (EACCES), runc skips them too
         conds = [
-            sc.Arg(a["index"], _OPS[a["op"]], int(a.get("value", 0)), int(a.get("valueTwo", 0)))
+            sc.Arg(a["index"], _OPS[a["op"]], int(a.get("value") or 0), int(a.get("valueTwo") or 0))
             for a in rule.get("args") or ()
         ]
         indexes = [a["index"] for a in rule.get("args") or ()]

@@ -593,3 +593,36 @@ def test_existing_layer_path_is_still_checked(loaded_store: Store, docker_extra:
     with pytest.raises(ArchiveError):
         archive.load(loaded_store, io.BytesIO(tar_bytes(docker_extra)))
     assert store_snapshot(loaded_store.root) == before
+
+
+def _docker_dir(tmp_path: Path, entry: dict[str, Any]) -> Path:
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "manifest.json").write_text(json.dumps([entry]))
+    (src / "config.json").write_text(json.dumps({"rootfs": {"type": "layers", "diff_ids": []}}))
+    return src
+
+
+@pytest.mark.parametrize(("name", "match"), [
+    ("a\0b", "NUL byte"),
+    ("a" * 300, "cannot be read"),  # a component longer than NAME_MAX: ENAMETOOLONG
+    ("x\ny", "missing from"),
+])  # fmt: skip
+def test_docker_archive_dir_bad_member_names(store: Store, tmp_path: Path, name: str, match: str) -> None:
+    src = _docker_dir(tmp_path, {"Config": name, "Layers": []})
+    with pytest.raises(ArchiveError, match=match) as ei:
+        archive.load(store, src)
+    assert "\n" not in str(ei.value)
+
+
+@pytest.mark.parametrize("tags", [1, 2.5, True, "a:1", {"a": 1}, False])
+def test_docker_archive_repotags_must_be_a_list(store: Store, tmp_path: Path, tags: Any) -> None:
+    src = _docker_dir(tmp_path, {"Config": "config.json", "Layers": [], "RepoTags": tags})
+    with pytest.raises(ArchiveError, match="RepoTags must be a list of strings"):
+        archive.load(store, src)
+    assert store.images() == []
+
+
+def test_docker_archive_null_repotags_loads_by_id(store: Store, tmp_path: Path) -> None:
+    src = _docker_dir(tmp_path, {"Config": "config.json", "Layers": [], "RepoTags": None})
+    assert [li.names for li in archive.load(store, src)] == [[]]

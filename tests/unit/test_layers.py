@@ -557,3 +557,43 @@ def test_symlink_at_final_component_is_never_followed(tmp_path: Path) -> None:
     )
     assert not victim.exists()
     assert (dest / "x").read_bytes() == b"overwritten?"
+
+
+def test_deep_paths_are_walked_without_recursion(tmp_path: Path) -> None:
+    """More components than the recursion limit and than the dir-fd cache holds: every
+    level is made, nothing is left open."""
+    import subprocess
+    import sys
+
+    depth = sys.getrecursionlimit() + 500
+    deep = "a/" * depth
+    fds = len(os.listdir("/proc/self/fd"))
+    try:
+        dest, _ = unpack(tmp_path, tar_bytes([E(deep + "f", data=b"1"), E(deep + "g", data=b"2"),
+                                              E("a/a/h", data=b"3")]))
+        assert len(os.listdir("/proc/self/fd")) == fds
+        fd = os.open(dest, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            for _ in range(depth):
+                nxt = os.open("a", os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+                os.close(fd)
+                fd = nxt
+            assert sorted(os.listdir(fd)) == ["f", "g"]
+        finally:
+            os.close(fd)
+        assert (dest / "a" / "a" / "h").read_bytes() == b"3"
+    finally:
+        # shutil.rmtree (and pytest's cleanup) recurse per level; rm -rf does not
+        subprocess.run(["rm", "-rf", "--", str(tmp_path / "dest")], check=False)
+
+
+@pytest.mark.parametrize(("name", "shown"), [
+    ("../\n", "'../\\n'"),
+    ("../a\rb\x1b", "'../a\\rb\\x1b'"),
+    ("../\u2028x", "'../\\u2028x'"),
+])  # fmt: skip
+def test_member_names_in_messages_are_one_line(tmp_path: Path, name: str, shown: str) -> None:
+    with pytest.raises(LayerError) as ei:
+        unpack(tmp_path, tar_bytes([E(name)]))
+    assert shown in str(ei.value) and "escapes the layer root" in str(ei.value)
+    assert "\n" not in str(ei.value) and "\r" not in str(ei.value)

@@ -35,6 +35,20 @@ def test_parse_publish_rejects(spec: str) -> None:
         parse_publish(spec)
 
 
+@pytest.mark.parametrize("port", ["²", "①", "٨٠", "1" * 4301, "0" * 5000, "100000"])
+def test_parse_publish_refuses_non_ascii_and_huge_ports(port: str) -> None:
+    # str.isdigit() is true for '²' and '①' (int() refuses them), int() also takes '٨٠'
+    # (Arabic-Indic 80), and refuses more than 4300 digits: each is one clear UsageError
+    for spec in (port, f"{port}:80", f"80-{port}"):
+        with pytest.raises(UsageError, match="invalid (container|host) port") as ei:
+            parse_publish(spec)
+        assert "\n" not in str(ei.value)
+
+
+def test_parse_publish_leading_zeros() -> None:
+    assert parse_publish("0000080:00443") == [PortMap(443, "tcp", "0.0.0.0", 80)]
+
+
 def test_exposed_ports() -> None:
     cfg = {"ExposedPorts": {"80/tcp": {}, "53/udp": {}, "8080": {}}}
     assert [p.key() for p in exposed(cfg)] == ["53/udp", "80/tcp", "8080/tcp"]
@@ -100,6 +114,16 @@ def test_hosts_file() -> None:
         dns.parse_add_host("bad", None)
     with pytest.raises(UsageError):
         dns.parse_add_host("h:notanip", None)
+    assert dns.parse_add_host("my_db-1.local=::1", None) == "::1\tmy_db-1.local"
+
+
+@pytest.mark.parametrize("name", ["a\n6.6.6.6 evil", "a\rb", "a b", "a\tb", "a#b", "-a", ".a",
+                                  "é", "a\x00", "a" * 254])
+def test_add_host_refuses_bad_names(name: str) -> None:
+    # the name is a field of an /etc/hosts line: a newline would inject another line
+    with pytest.raises(UsageError, match="invalid host name") as ei:
+        dns.parse_add_host(f"{name}:1.2.3.4", None)
+    assert "\n" not in str(ei.value) and "\r" not in str(ei.value)
 
 
 def test_rewrite_in_place_keeps_the_inode(tmp_path: Path) -> None:

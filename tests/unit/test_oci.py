@@ -351,3 +351,41 @@ def test_check_digest() -> None:
     for bad in ("sha256:" + "a" * 63, "sha256:" + "a" * 64 + "\n", "SHA256:" + "a" * 64, None, 5):
         with pytest.raises(ManifestError, match="where"):
             oci.check_digest(bad, "where")
+
+
+@pytest.mark.parametrize(
+    ("config", "field"),
+    [
+        (5, "config must be an object"),
+        ({"Env": 1}, "config.Env must be an array of strings, got a number"),
+        ({"Env": ["A=1", None]}, "config.Env[1] must be a string, got null"),
+        ({"Env": "A=1"}, "config.Env must be an array of strings, got a string"),
+        ({"Cmd": {"a": 1}}, "config.Cmd must be an array of strings, got an object"),
+        ({"Entrypoint": [True]}, "config.Entrypoint[0] must be a string, got a boolean"),
+        ({"WorkingDir": 1}, "config.WorkingDir must be a string"),
+        ({"User": ["root"]}, "config.User must be a string, got an array"),
+        ({"StopSignal": []}, "config.StopSignal must be a string"),
+        ({"ExposedPorts": ["80/tcp"]}, "config.ExposedPorts must be an object, got an array"),
+    ],
+)
+def test_image_config_field_types(config: Any, field: str) -> None:
+    doc = {"rootfs": {"type": "layers", "diff_ids": []}, "config": config}
+    with pytest.raises(ManifestError, match=field.replace("[", r"\[").replace("]", r"\]")):
+        oci.ImageConfig.parse(_j(doc), "cfg")
+    with pytest.raises(ManifestError, match="image config: "):
+        oci.check_run_config(config)
+
+
+def test_a_lone_string_cmd_or_entrypoint_is_a_one_item_list() -> None:
+    """Docker's StrSlice: images built by tools that write "Cmd": "sh" run as in Docker."""
+    cfg = {"Cmd": "sh", "Entrypoint": "/bin/init", "Env": ["A=1"]}
+    assert oci.check_run_config(cfg) == {"Cmd": ["sh"], "Entrypoint": ["/bin/init"], "Env": ["A=1"]}
+    assert cfg["Cmd"] == "sh"  # the caller's dict is not changed
+
+
+def test_image_config_nulls_are_unset() -> None:
+    fields = ("Env", "Entrypoint", "Cmd", "WorkingDir", "User", "StopSignal", "ExposedPorts")
+    cfg = {k: None for k in fields}
+    c = oci.ImageConfig.parse(_j({"rootfs": {"type": "layers", "diff_ids": []}, "config": cfg}))
+    assert c.config == cfg
+    assert oci.check_run_config(None) == {}

@@ -134,6 +134,23 @@ def test_bad_references_raise(text: str, why: str) -> None:
     assert len(msg) < 400  # a too-long reference is not echoed whole
 
 
+def test_long_reference_round_trips() -> None:
+    # a name without a registry prints 18 characters longer ("docker.io/library/"): what
+    # parses must parse again once printed
+    text = f"a:{'t' * 128}@x:{'0' * 500}"
+    r = refs.parse(text)
+    assert len(str(r)) > len(text)
+    assert refs.parse(str(r)) == r
+    longest = refs.parse(f"{'a' * 237}:{'t' * 128}@x:{'0' * 510}")
+    assert refs.parse(str(longest)) == longest
+
+
+def test_digest_too_long() -> None:
+    with pytest.raises(InvalidReference, match="digest too long") as ei:
+        refs.parse(f"a@x:{'0' * 511}")
+    assert len(str(ei.value)) < 200
+
+
 def test_longest_allowed_name() -> None:
     name = "a" * (255 - len("docker.io/library/"))
     assert refs.parse(name).repository == "library/" + name

@@ -55,6 +55,26 @@ def test_token_response() -> None:
         parse_token_response(b"<html>")
 
 
+@pytest.mark.parametrize(
+    "body", [b"[" * 100_000, b'{"token": "t", "n": 1' + b"0" * 5000 + b"}", b"\xff\xfe"]
+)
+def test_token_response_beyond_json_limits(body: bytes) -> None:
+    # RecursionError (deep nesting) and int()'s digit limit (ValueError) are not
+    # JSONDecodeErrors: both must still be the registry's invalid response
+    with pytest.raises(RegistryError, match="invalid response"):
+        parse_token_response(body)
+
+
+@pytest.mark.parametrize(
+    ("expires_in", "ttl"),
+    [(b"1" + b"0" * 400, 86400.0), (b"1e400", 86400.0), (b"Infinity", 86400.0), (b"NaN", 60.0),
+     (b"true", 60.0), (b"-5", 60.0), (b"100000", 86400.0), (b"0.5", 0.5)],
+)
+def test_token_response_expires_in_bounds(expires_in: bytes, ttl: float) -> None:
+    body = b'{"token": "t", "expires_in": ' + expires_in + b"}"
+    assert parse_token_response(body) == ("t", ttl)
+
+
 def test_token_cache_expiry() -> None:
     c = TokenCache()
     key = ("realm", "svc", ("repository:a:pull",), "")

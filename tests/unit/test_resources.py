@@ -61,6 +61,31 @@ def test_parse_bytes_too_large() -> None:
         parse_bytes("9000000p")
 
 
+@pytest.mark.parametrize(
+    "text", ["1" + "0" * 309 + ".", "9" * 400 + ".5m", "1" * 4301, "1" * 20, "10000000000000000000"]
+)
+def test_parse_bytes_huge_numbers_are_too_large(text: str) -> None:
+    # no float inf (OverflowError) and no int() digit limit (ValueError): a UsageError
+    with pytest.raises(UsageError, match="too large") as ei:
+        parse_bytes(text)
+    assert len(str(ei.value)) < 200  # a 4301-digit size is not echoed whole
+
+
+def test_parse_bytes_limits() -> None:
+    assert parse_bytes("9223372036854775807") == 2**63 - 1
+    assert parse_bytes("000000000000000000000001k") == 1024  # leading zeros do not count
+    assert parse_bytes("0" * 5000 + "1m") == 1 << 20
+    assert parse_bytes("1." + "5" * 5000) == 1
+    with pytest.raises(UsageError, match="too large"):
+        parse_bytes("9223372036854775808")
+
+
+@pytest.mark.parametrize("text", ["²", "١٢m", "1²"])
+def test_parse_bytes_ascii_digits_only(text: str) -> None:
+    with pytest.raises(UsageError, match="invalid size"):
+        parse_bytes(text)
+
+
 def test_empty_resources() -> None:
     res = parse_resources()
     assert res == Resources()
@@ -72,6 +97,15 @@ def test_memory_and_default_swap_is_twice_memory() -> None:
     assert res.memory == 32 * MiB
     assert res.memory_swap == 64 * MiB  # Docker's default: as much swap as memory
     assert not res.is_empty()
+
+
+@pytest.mark.parametrize("memory", ["4096p", str(2**63 - 1)])
+def test_default_swap_stays_within_int64(memory: str) -> None:
+    # 2 x memory would exceed the int64 the OCI spec takes: memory+swap saturates
+    res = parse_resources(memory=memory)
+    assert res.memory == parse_bytes(memory)
+    assert res.memory_swap == 2**63 - 1
+    assert res.to_oci()["memory"]["swap"] == 2**63 - 1
 
 
 def test_memory_zero_means_unlimited() -> None:
@@ -130,6 +164,20 @@ def test_parse_cpus(text: str, nano: int) -> None:
 def test_parse_cpus_rejects_non_numbers(text: str) -> None:
     with pytest.raises(UsageError, match="failed to parse"):
         parse_cpus(text)
+
+
+@pytest.mark.parametrize("text", ["1" * 4301, "2" * 5000 + ".5", "9223372037", "1" * 20])
+def test_parse_cpus_too_large(text: str) -> None:
+    with pytest.raises(UsageError, match="value is too large") as ei:
+        parse_cpus(text)
+    assert len(str(ei.value)) < 200
+
+
+def test_parse_cpus_ascii_digits_only() -> None:
+    assert parse_cpus("0000000000000000000000002") == 2 * 10**9
+    for text in ("²", "١", "1.²"):
+        with pytest.raises(UsageError, match="failed to parse"):
+            parse_cpus(text)
 
 
 def test_parse_cpus_too_precise() -> None:

@@ -30,6 +30,9 @@ BASE: dict[str, Any] = {
 }  # fmt: skip
 
 
+DEV: dict[str, Any] = {"path": "/dev/fuse", "type": "c", "major": 10, "minor": 229}
+
+
 def cfg(**changes: Any) -> dict[str, Any]:
     c = copy.deepcopy(BASE)
     for path, value in changes.items():
@@ -77,12 +80,75 @@ def bundle(tmp_path: Path) -> Path:
         ({"hooks": {"poststop": [{"path": "/bin/true", "timeout": 0}]}}, "hooks.poststop[0].timeout"),
         ({"root": {"path": ""}}, "root.path"),
         ({"annotations": {"a": 1}}, "annotations.a"),
+        # untrusted keys are quoted when they are not plain text: the message stays one line
+        ({"annotations": {"a\nb": 1}}, "annotations['a\\nb']"),
+        ({"linux__sysctl": {"a\nb": "1"}}, "linux.sysctl['a\\nb']"),
+        ({"linux__sysctl": {"kernel.x\n": 1}}, "linux.sysctl['kernel.x\\n']"),
+        ({"linux__namespaces": [{"type": []}]}, "linux.namespaces[0].type"),
+        ({"linux__namespaces": [{"type": {"a": 1}}]}, "linux.namespaces[0].type"),
+        ({"hooks": {"prestart": [{"path": "/bin/true", "timeout": 10**400}]}}, "hooks.prestart[0].timeout"),
+        ({"hooks": {"prestart": [{"path": "/bin/true", "timeout": 2**63}]}}, "hooks.prestart[0].timeout"),
+        ({"hooks": {"prestart": [{"path": "/bin/true", "timeout": 1.5}]}}, "hooks.prestart[0].timeout"),
+        ({"linux__devices": [{**DEV, "fileMode": "x"}]}, "linux.devices[0].fileMode"),
+        ({"linux__devices": [{**DEV, "fileMode": -1}]}, "linux.devices[0].fileMode"),
+        ({"linux__devices": [{**DEV, "uid": []}]}, "linux.devices[0].uid"),
+        ({"linux__devices": [{**DEV, "gid": 2**32}]}, "linux.devices[0].gid"),
+        ({"linux__devices": [{**DEV, "major": 2**32}]}, "linux.devices[0].major"),
+        ({"linux__devices": [{**DEV, "minor": float("inf")}]}, "linux.devices[0].minor"),
+        ({"linux__devices": [{"path": "/dev/p", "type": "p", "major": "x"}]}, "linux.devices[0].major"),
+        ({"linux__devices": [{"path": "/dev/x", "type": "c"}]}, "linux.devices[0].major"),
     ],
 )  # fmt: skip
 def test_invalid_values_name_their_field(bundle: Path, changes: dict[str, Any], field: str) -> None:
     with pytest.raises(ConfigError) as e:
         config.parse(cfg(**changes), str(bundle))
     assert str(e.value).startswith(field + ":"), str(e.value)
+    assert "\n" not in str(e.value)
+
+
+def test_devices_defaults_and_null_fields(bundle: Path) -> None:
+    from minirun.runtime import mounts
+
+    devs = [{**DEV, "fileMode": None, "uid": None, "gid": None},
+            {"path": "/dev/p", "type": "p"},
+            {**DEV, "path": "/dev/y", "fileMode": 0o20640, "uid": 5, "gid": 6}]
+    c = config.parse(cfg(linux__devices=devs), str(bundle))
+    got = mounts.parse_devices(c.devices)
+    assert [(d.path, d.major, d.minor, d.mode, d.uid, d.gid) for d in got] == [
+        ("/dev/fuse", 10, 229, 0o666, 0, 0), ("/dev/p", 0, 0, 0o666, 0, 0),
+        ("/dev/y", 10, 229, 0o640, 5, 6)]
+
+
+def test_hook_timeout_in_range(bundle: Path) -> None:
+    hooks = {"prestart": [{"path": "/bin/true", "timeout": 2**63 - 1}]}
+    c = config.parse(cfg(hooks=hooks), str(bundle))
+    assert c.hooks["prestart"][0].timeout == float(2**63 - 1)
+
+
+@pytest.mark.parametrize(("doc", "message"), [
+    ({"defaultAction": "SCMP_ACT_ALLOW", "flags": [[]]}, "linux.seccomp.flags[0]: unsupported flag"),
+    ({"defaultAction": "SCMP_ACT_ALLOW", "defaultErrnoRet": "1"}, "linux.seccomp.defaultErrnoRet"),
+    ({"defaultAction": []}, "linux.seccomp.defaultAction: unsupported action"),
+    ({"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [
+        {"names": ["read"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1 << 16}]},
+     "linux.seccomp.syscalls[0].errnoRet"),
+    *[({"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [
+        {"names": ["read"], "action": "SCMP_ACT_ALLOW", "args": [arg]}]}, message)
+      for arg, message in [
+          ({"op": {}, "index": 0}, "syscalls[0].args[0].op: unknown operator"),
+          ({"op": [1], "index": 0}, "syscalls[0].args[0].op: unknown operator"),
+          ({"op": "SCMP_CMP_EQ", "index": True}, "syscalls[0].args[0].index"),
+          ({"op": "SCMP_CMP_EQ", "index": 1.0}, "syscalls[0].args[0].index"),
+          ({"op": "SCMP_CMP_EQ", "index": 0, "value": "1"}, "syscalls[0].args[0].value"),
+          ({"op": "SCMP_CMP_EQ", "index": 0, "valueTwo": 1 << 64}, "syscalls[0].args[0].valueTwo"),
+      ]],
+])  # fmt: skip
+def test_oci_seccomp_check_names_the_field(doc: dict[str, Any], message: str) -> None:
+    from minirun.errors import RuntimeFailure
+    from minirun.runtime import seccomp
+
+    with pytest.raises(RuntimeFailure, match=message.replace("[", r"\[").replace("]", r"\]")):
+        seccomp._check(doc)
 
 
 def test_versions_and_unknown_fields(bundle: Path) -> None:

@@ -320,6 +320,23 @@ OK_RULE = {"names": ["getpid"], "action": "SCMP_ACT_ALLOW"}
           "syscalls": [{**OK_RULE, "includes": {"minKernel": "4"}}]},
          "syscalls[0].includes.minKernel"),
         ({"defaultAction": "SCMP_ACT_ERRNO",
+          "syscalls": [{**OK_RULE, "includes": {"minKernel": "\u00b2.1"}}]},  # '²'.isdigit()
+         "syscalls[0].includes.minKernel"),
+        ({"defaultAction": "SCMP_ACT_ERRNO",
+          "syscalls": [{**OK_RULE, "excludes": {"minKernel": "4." + "1" * 5000}}]},
+         "syscalls[0].excludes.minKernel"),
+        ({"defaultAction": []}, "defaultAction: unknown action"),
+        ({"defaultAction": "SCMP_ACT_ERRNO", "syscalls": [{"names": ["read"], "action": {}}]},
+         "syscalls[0].action: unknown action"),
+        ({"defaultAction": "SCMP_ACT_ERRNO", "architectures": [["SCMP_ARCH_X86"]]},
+         "architectures[0]: unknown architecture"),
+        ({"defaultAction": "SCMP_ACT_ERRNO",
+          "archMap": [{"architecture": {}, "subArchitectures": []}]},
+         "archMap[0].architecture: unknown architecture"),
+        ({"defaultAction": "SCMP_ACT_ERRNO",
+          "syscalls": [{**OK_RULE, "args": [{"index": 0, "value": 1, "op": []}]}]},
+         "syscalls[0].args[0].op: unknown operator"),
+        ({"defaultAction": "SCMP_ACT_ERRNO",
           "syscalls": [{**OK_RULE, "excludes": {"caps": ["CAP_SYS ADMIN"]}}]},
          "syscalls[0].excludes.caps[0]"),
         ({"defaultAction": "SCMP_ACT_ERRNO",
@@ -340,3 +357,9 @@ def test_load_profile_bad_json_and_missing_file(tmp_path: Path) -> None:
         sp.load_profile(write(tmp_path, "{nope"))
     with pytest.raises(UsageError, match="opening seccomp profile .*No such file"):
         sp.load_profile(str(tmp_path / "missing.json"))
+
+
+def test_parse_release_takes_ascii_digits_only() -> None:
+    assert sp._parse_release("6.18.44-foo") == (6, 18)
+    assert sp._parse_release("\u00b2.1") == (0, 1)  # '²'.isdigit() is true; int() refuses it
+    assert sp._parse_release("5") == (5, 0)
