@@ -62,6 +62,8 @@ from tests.layertar import E, tar_bytes
 from tests.oci_bundle import default_config
 
 T = TypeVar("T")
+# `make fuzz` sets MINIRUN_FUZZ_SCALE (20): every test tries that many times the examples.
+SCALE = max(1, int(os.environ.get("MINIRUN_FUZZ_SCALE") or 1))
 ROOT = os.geteuid() == 0
 BUNDLE = "/fuzz-bundle"  # config.parse only joins paths to it: nothing is read
 _PKG = os.path.dirname(os.path.abspath(minirun.__file__)) + os.sep
@@ -382,7 +384,7 @@ def _familiar_ambiguous(r: refs.Reference) -> bool:
         "." in first or ":" in first or first == "localhost" or first != first.lower())
 
 
-@settings(max_examples=500, deadline=None)
+@settings(max_examples=500 * SCALE, deadline=None)
 @given(REFERENCE_TEXTS, st.booleans())
 def test_reference_parse_any_text(text: str, default_tag: bool) -> None:
     assert isinstance(refs.is_image_id(text), bool)
@@ -396,7 +398,7 @@ def test_reference_parse_any_text(text: str, default_tag: bool) -> None:
         assert attempt(refs.parse, r.familiar(), default_tag=default_tag).value == r
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=400 * SCALE, deadline=None)
 @given(valid_references())
 def test_valid_reference_parses_and_round_trips(case: tuple[str, refs.Reference]) -> None:
     text, want = case
@@ -410,7 +412,7 @@ def test_valid_reference_parses_and_round_trips(case: tuple[str, refs.Reference]
         assert refs.is_sha256_digest(got.digest) and refs.is_image_id(got.digest)
 
 
-@settings(max_examples=10, deadline=None)
+@settings(max_examples=10 * SCALE, deadline=None)
 @example(tag="t" * 128, hexdigits=320)
 @given(tag=st.from_regex(r"[a-z]{128}", fullmatch=True), hexdigits=st.integers(305, 322))
 def test_bug_long_reference_does_not_round_trip(tag: str, hexdigits: int) -> None:
@@ -468,7 +470,7 @@ OCI_BYTES = st.one_of(
 )
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=400 * SCALE, deadline=None)
 @given(OCI_BYTES)
 def test_oci_parsers_any_bytes(data: bytes) -> None:
     m = attempt(oci.Manifest.parse, data).value
@@ -484,7 +486,7 @@ def test_oci_parsers_any_bytes(data: bytes) -> None:
         assert isinstance(c.created, str) and isinstance(c.platform, oci.Platform)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300 * SCALE, deadline=None)
 @given(mutated(MANIFEST))
 def test_mutated_manifest(doc: Any) -> None:
     m = attempt(oci.Manifest.parse, dumps(doc)).value
@@ -498,7 +500,7 @@ def test_mutated_manifest(doc: Any) -> None:
     assert oci.Manifest.parse(dumps(m.to_json())) == m
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300 * SCALE, deadline=None)
 @given(mutated(INDEX), st.sampled_from(("linux/amd64", "linux/arm64", "linux/arm64/v8")))
 def test_mutated_index(doc: Any, platform: str) -> None:
     i = attempt(oci.Index.parse, dumps(doc)).value
@@ -511,7 +513,7 @@ def test_mutated_index(doc: Any, platform: str) -> None:
     assert chosen is None or chosen in i.manifests
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300 * SCALE, deadline=None)
 @given(st.text(max_size=30) | st.text("linux/amd64arm/v8", max_size=20))
 def test_platform_parse(text: str) -> None:
     p = attempt(oci.Platform.parse, text).value
@@ -523,7 +525,7 @@ def _run_spec(image_cfg: dict[str, Any]) -> dict[str, Any]:
     return spec.build_spec(image_cfg, spec.RunOptions(), spec.User(0, 0, [], "/root"), "fuzz", {})
 
 
-@settings(max_examples=250, deadline=None)
+@settings(max_examples=250 * SCALE, deadline=None)
 @given(mutated(IMAGE_CONFIG))
 def test_mutated_image_config_to_run_spec(doc: Any) -> None:
     """An image config from a registry or an archive, through everything ``run`` does with
@@ -540,7 +542,7 @@ def test_mutated_image_config_to_run_spec(doc: Any) -> None:
         attempt(rtconfig.parse, out, BUNDLE)
 
 
-@settings(max_examples=10, deadline=None)
+@settings(max_examples=10 * SCALE, deadline=None)
 @example(data=b"[" * 100_000)
 @example(data=b"1" * 4301)
 @given(st.integers(5000, 20_000).map(lambda n: b'{"a":' + b"[" * n))
@@ -548,7 +550,7 @@ def test_oci_json_beyond_parser_limits(data: bytes) -> None:
     strict(oci.Manifest.parse, data)
 
 
-@settings(max_examples=20, deadline=None)
+@settings(max_examples=20 * SCALE, deadline=None)
 @example(cfg={"Env": 1})
 @example(cfg={"ExposedPorts": ["80/tcp"]})
 @given(st.sampled_from(("Env", "Entrypoint", "Cmd", "WorkingDir", "ExposedPorts")).flatmap(
@@ -563,7 +565,7 @@ def test_bug_image_config_field_types(cfg: dict[str, Any]) -> None:
 # 3. Archives: docker-archive manifest.json (and the pure helpers)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300 * SCALE, deadline=None)
 @given(st.text() | st.sampled_from(("..", "../x", "/abs", "a/../..", "./", "a//b/", "/")))
 def test_archive_member_path_is_confined(name: str) -> None:
     norm = attempt(archive._clean, name).value
@@ -572,7 +574,7 @@ def test_archive_member_path_is_confined(name: str) -> None:
         assert ".." not in norm.split("/")
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300 * SCALE, deadline=None)
 @given(JSON | REFERENCE_TEXTS, st.dictionaries(
     st.sampled_from((oci.ANNOTATION_REF_NAME, oci.ANNOTATION_DOCKER_NAME, "x")), REFERENCE_TEXTS))
 def test_archive_tags(tag: Any, annotations: dict[str, str]) -> None:
@@ -594,7 +596,7 @@ def _snapshot(d: Path) -> list[str]:
     return sorted(os.listdir(d))
 
 
-@settings(max_examples=80, deadline=None,
+@settings(max_examples=80 * SCALE, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(manifest=mutated(ARCHIVE_MANIFEST), config=st.none() | mutated(ARCHIVE_CONFIG))
 def test_docker_archive_load(tmp_path: Path, manifest: Any, config: Any) -> None:
@@ -625,7 +627,7 @@ def _load_dir(tmp: Path, manifest: bytes, config: Any = None) -> None:
     strict(archive.load, Store(tmp / "store"), src)
 
 
-@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=10 * SCALE, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @example(name="a\x00b")
 @example(name="a" * 300)
 @given(st.text(min_size=1, max_size=5).map(lambda s: s + "\x00"))
@@ -633,14 +635,14 @@ def test_bug_archive_member_names(tmp_path: Path, name: str) -> None:
     _load_dir(tmp_path, dumps([{"Config": name, "Layers": []}]))
 
 
-@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=10 * SCALE, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @example(tags=1)
 @given(st.sampled_from((1, 2.5, True)))
 def test_bug_archive_repotags_not_a_list(tmp_path: Path, tags: Any) -> None:
     _load_dir(tmp_path, dumps([{"Config": "config.json", "Layers": [], "RepoTags": tags}]))
 
 
-@settings(max_examples=5, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=5 * SCALE, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @example(data=b"[" * 100_000)
 @example(data=b"[" + b"1" * 4301 + b"]")
 @given(st.integers(5000, 20_000).map(lambda n: b"[" * n))
@@ -686,7 +688,7 @@ def member_names(draw: st.DrawFn) -> str:
     return lead + "/".join(parts) + draw(st.sampled_from(("", "/")))
 
 
-@settings(max_examples=500, deadline=None)
+@settings(max_examples=500 * SCALE, deadline=None)
 @given(st.binary(max_size=60) | member_names().map(lambda s: s.encode()))
 def test_layer_member_name_normalisation(raw: bytes) -> None:
     want = None if b"\0" in raw else _lexical(raw)
@@ -772,7 +774,7 @@ def _build_tar(entries: list[E], outside: str, fmt: int, compress: bool) -> byte
     return gzip.compress(data, mtime=0) if compress else data
 
 
-@settings(max_examples=200, deadline=None,
+@settings(max_examples=200 * SCALE, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(entries=st.lists(layer_entries(), min_size=1, max_size=6),
        fmt=st.sampled_from((tarfile.PAX_FORMAT, tarfile.GNU_FORMAT)), compress=st.booleans())
@@ -828,14 +830,14 @@ def corrupted_tars(draw: st.DrawFn) -> bytes:
     return bytes(data)
 
 
-@settings(max_examples=250, deadline=None,
+@settings(max_examples=250 * SCALE, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(corrupted_tars() | st.binary(max_size=1200))
 def test_unpack_corrupted_layers(tmp_path: Path, blob: bytes) -> None:
     _unpack_confined(tmp_path, blob)
 
 
-@settings(max_examples=3, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=3 * SCALE, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @example(depth=10_000)
 @given(st.integers(10_000, 20_000))
 def test_bug_layer_deep_path_recursion(tmp_path: Path, depth: int) -> None:
@@ -850,7 +852,7 @@ def test_bug_layer_deep_path_recursion(tmp_path: Path, depth: int) -> None:
         subprocess.run(["rm", "-rf", "--", str(dest)], check=False)
 
 
-@settings(max_examples=3, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=3 * SCALE, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @example(size="-1")
 @given(st.integers(-(2**20), -1).map(str))
 def test_layer_negative_size_is_refused(tmp_path: Path, size: str) -> None:
@@ -859,7 +861,7 @@ def test_layer_negative_size_is_refused(tmp_path: Path, size: str) -> None:
         strict(layers.unpack_layer, io.BytesIO(tar_bytes([E("f", pax={"size": size})])), dest)
 
 
-@settings(max_examples=5, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=5 * SCALE, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @example(mtime="10000000000000000000")
 @given(st.integers(10**19, 10**30).map(str))
 def test_layer_mtime_out_of_range_is_refused(tmp_path: Path, mtime: str) -> None:
@@ -867,7 +869,7 @@ def test_layer_mtime_out_of_range_is_refused(tmp_path: Path, mtime: str) -> None
     strict(layers.unpack_layer, io.BytesIO(tar_bytes([E("f", pax={"mtime": mtime})])), dest)
 
 
-@settings(max_examples=5, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=5 * SCALE, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @example(uid="4294967296")
 @given(st.sampled_from(("-2", "4294967296", str(2**63))))
 def test_layer_uid_out_of_range_is_refused(tmp_path: Path, uid: str) -> None:
@@ -875,7 +877,7 @@ def test_layer_uid_out_of_range_is_refused(tmp_path: Path, uid: str) -> None:
     strict(layers.unpack_layer, io.BytesIO(tar_bytes([E("f", pax={"uid": uid})])), dest)
 
 
-@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=10 * SCALE, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @example(name="../\n")
 @given(st.text(max_size=5).map(lambda s: f"../{s}\n"))
 def test_bug_layer_message_has_member_newline(tmp_path: Path, name: str) -> None:
@@ -920,7 +922,7 @@ def valid_publish(draw: st.DrawFn) -> tuple[str, list[PortMap]]:
     return text, want
 
 
-@settings(max_examples=500, deadline=None)
+@settings(max_examples=500 * SCALE, deadline=None)
 @given(PUBLISH_TEXTS)
 def test_publish_any_text(text: str) -> None:
     maps = attempt(ports.parse_publish, text).value
@@ -930,14 +932,14 @@ def test_publish_any_text(text: str) -> None:
         assert attach._parse_publish(text) == maps
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300 * SCALE, deadline=None)
 @given(valid_publish())
 def test_valid_publish(case: tuple[str, list[PortMap]]) -> None:
     text, want = case
     assert ports.parse_publish(text) == want
 
 
-@settings(max_examples=20, deadline=None)
+@settings(max_examples=20 * SCALE, deadline=None)
 @example(port="²")
 @example(port="1" * 4301)
 @given(_nondecimal_digits())
@@ -951,7 +953,7 @@ VOLUME_TEXTS = st.one_of(
                               "bogus", "/x y")), max_size=4).map(":".join))
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300 * SCALE, deadline=None)
 @given(VOLUME_TEXTS)
 def test_volume_and_tmpfs_any_text(text: str) -> None:
     m = attempt(spec.parse_volume, text).value
@@ -967,7 +969,7 @@ _PATHS = st.lists(st.text(string.ascii_letters + "._- é", min_size=1, max_size=
                   max_size=3).map(lambda ps: "/" + "/".join(ps))
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=200 * SCALE, deadline=None)
 @given(_PATHS, _PATHS, st.lists(st.sampled_from(("ro", "rw", "z", "Z")), max_size=3))
 def test_valid_volume(src: str, dst: str, modes: list[str]) -> None:
     text = f"{src}:{dst}" + (":" + ",".join(modes) if modes else "")
@@ -985,7 +987,7 @@ SIZE_TEXTS = st.one_of(
 )
 
 
-@settings(max_examples=500, deadline=None)
+@settings(max_examples=500 * SCALE, deadline=None)
 @given(SIZE_TEXTS)
 def test_parse_bytes_any_text(text: str) -> None:
     n = attempt(resources.parse_bytes, text).value
@@ -1011,7 +1013,7 @@ def valid_sizes(draw: st.DrawFn) -> tuple[str, int]:
     return f"{text}{draw(st.sampled_from(('', ' ')))}{spelt}", want
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=400 * SCALE, deadline=None)
 @given(valid_sizes())
 def test_valid_sizes(case: tuple[str, int]) -> None:
     text, want = case
@@ -1019,7 +1021,7 @@ def test_valid_sizes(case: tuple[str, int]) -> None:
     assert resources.parse_bytes(str(want)) == want
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=400 * SCALE, deadline=None)
 @given(st.text(max_size=20) | st.text("0123456789.-e ", max_size=20))
 def test_parse_cpus_any_text(text: str) -> None:
     n = attempt(resources.parse_cpus, text).value
@@ -1028,7 +1030,7 @@ def test_parse_cpus_any_text(text: str) -> None:
         assert resources.parse_cpus(f"{n // 10**9}.{n % 10**9:09d}") == n
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300 * SCALE, deadline=None)
 @given(st.integers(0, 10**6), st.text("0123456789", max_size=9), st.sampled_from(("", "0", "00")))
 def test_valid_cpus(whole: int, frac: str, zeros: str) -> None:
     want = whole * 10**9 + int(frac.ljust(9, "0"))
@@ -1040,7 +1042,7 @@ def test_valid_cpus(whole: int, frac: str, zeros: str) -> None:
 _OPT_SIZE = st.none() | SIZE_TEXTS | valid_sizes().map(lambda c: c[0]) | st.just("-1")
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=400 * SCALE, deadline=None)
 @given(memory=_OPT_SIZE, memory_swap=_OPT_SIZE,
        cpus=st.none() | st.text("0123456789.", max_size=6) | st.text(max_size=6),
        cpu_shares=st.none() | st.integers(-10, 10**6), pids_limit=st.none() | st.integers(-10, 10**6))
@@ -1060,7 +1062,7 @@ def test_parse_resources(memory: str | None, memory_swap: str | None, cpus: str 
     assert attempt(cgroups._parse, r.to_oci()).ok
 
 
-@settings(max_examples=10, deadline=None)
+@settings(max_examples=10 * SCALE, deadline=None)
 @example(memory="4096p")
 @given(st.integers(2**62, 2**63 - 1).map(str))
 def test_bug_memory_default_swap_overflows(memory: str) -> None:
@@ -1069,7 +1071,7 @@ def test_bug_memory_default_swap_overflows(memory: str) -> None:
     assert strict(cgroups._parse, r.to_oci()).ok
 
 
-@settings(max_examples=10, deadline=None)
+@settings(max_examples=10 * SCALE, deadline=None)
 @example(text="1" + "0" * 309 + ".")
 @example(text="1" * 4301)
 @given(st.integers(310, 400).map(lambda n: "9" * n + ".5m"))
@@ -1077,7 +1079,7 @@ def test_bug_parse_bytes_huge_numbers(text: str) -> None:
     strict(resources.parse_bytes, text)
 
 
-@settings(max_examples=5, deadline=None)
+@settings(max_examples=5 * SCALE, deadline=None)
 @example(text="1" * 4301)
 @given(st.integers(4301, 6000).map(lambda n: "2" * n + ".5"))
 def test_bug_parse_cpus_huge_numbers(text: str) -> None:
@@ -1110,7 +1112,7 @@ USER_SPECS = st.one_of(
 )
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=300 * SCALE, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(files=passwd_files(), user=USER_SPECS)
 def test_resolve_user(tmp_path: Path, files: tuple[bytes, bytes], user: str | None) -> None:
     etc = tmp_path / "layer" / "etc"
@@ -1127,7 +1129,7 @@ def test_resolve_user(tmp_path: Path, files: tuple[bytes, bytes], user: str | No
         assert u.uid == int(name)
 
 
-@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=20 * SCALE, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @example(user="²")
 @example(user="a\nb")
 @given(_nondecimal_digits() | _nondecimal_digits().map(lambda c: "0:" + c))
@@ -1145,7 +1147,7 @@ _ENV_VALUES = st.text(st.characters(blacklist_characters=_LINE_BREAKS, blacklist
                       max_size=12)
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=400 * SCALE, deadline=None)
 @given(st.text(max_size=60) | st.lists(st.text("AB_=# \t\n1", max_size=8), max_size=5).map("\n".join),
        st.dictionaries(_ENV_KEYS, _ENV_VALUES, max_size=3))
 def test_env_file_any_text(text: str, host_env: dict[str, str]) -> None:
@@ -1177,14 +1179,14 @@ def env_files(draw: st.DrawFn) -> tuple[str, dict[str, str], list[str]]:
     return draw(st.sampled_from(("\n", "\r\n"))).join(lines), host_env, want
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300 * SCALE, deadline=None)
 @given(env_files())
 def test_valid_env_file(case: tuple[str, dict[str, str], list[str]]) -> None:
     text, host_env, want = case
     assert spec.parse_env_file(text, host_env, "env.list") == want
 
 
-@settings(max_examples=20, deadline=None)
+@settings(max_examples=20 * SCALE, deadline=None)
 @example(value="1\x1cB=2")
 @given(st.sampled_from(_LINE_BREAKS[2:]).map(lambda c: f"x{c}y"))
 def test_bug_env_file_unicode_line_breaks(value: str) -> None:
@@ -1202,7 +1204,7 @@ ADD_HOST_TEXTS = st.one_of(
 )
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=400 * SCALE, deadline=None)
 @given(ADD_HOST_TEXTS, st.none() | st.just("10.88.0.1"))
 def test_add_host_any_text(text: str, gateway: str | None) -> None:
     line = attempt(dns.parse_add_host, text, gateway).value
@@ -1214,7 +1216,7 @@ def test_add_host_any_text(text: str, gateway: str | None) -> None:
 _HOSTNAMES = st.from_regex(r"[a-z0-9]([a-z0-9.-]{0,20}[a-z0-9])?", fullmatch=True)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300 * SCALE, deadline=None)
 @given(_HOSTNAMES, st.ip_addresses(), st.sampled_from((":", "=")), st.booleans())
 def test_valid_add_host(name: str, ip: Any, sep: str, brackets: bool) -> None:
     shown = f"[{ip}]" if brackets and ip.version == 6 else str(ip)
@@ -1222,7 +1224,7 @@ def test_valid_add_host(name: str, ip: Any, sep: str, brackets: bool) -> None:
     assert dns.parse_add_host(f"{name}{sep}host-gateway", str(ip)) == f"{ip}\t{name}"
 
 
-@settings(max_examples=20, deadline=None)
+@settings(max_examples=20 * SCALE, deadline=None)
 @example(text="a\n6.6.6.6 b:1.2.3.4")
 @given(st.sampled_from(("\n", "\r", " ", "\t", "#")).map(lambda c: f"a{c}b:1.2.3.4"))
 def test_bug_add_host_name_not_validated(text: str) -> None:
@@ -1233,14 +1235,14 @@ def test_bug_add_host_name_not_validated(text: str) -> None:
 # -- signals (kill -s, the image's StopSignal)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300 * SCALE, deadline=None)
 @given(st.text(max_size=12) | st.sampled_from(("KILL", "sigterm", " 9", "SIGRTMIN", "0", "99999")))
 def test_parse_signal(text: str) -> None:
     n = attempt(lifecycle.parse_signal, text).value
     assert n is None or n >= 0
 
 
-@settings(max_examples=20, deadline=None)
+@settings(max_examples=20 * SCALE, deadline=None)
 @example(text="²")
 @example(text="a\nb")
 @given(_nondecimal_digits())
@@ -1319,7 +1321,7 @@ def test_rich_config_is_valid() -> None:
     _after_config(cfg)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300 * SCALE, deadline=None)
 @given(JSON | JSON_OBJECTS | st.builds(lambda d: {**d, "ociVersion": "1.0.2"}, JSON_OBJECTS))
 def test_runtime_config_any_json(raw: Any) -> None:
     cfg = attempt(rtconfig.parse, raw, BUNDLE).value
@@ -1327,7 +1329,7 @@ def test_runtime_config_any_json(raw: Any) -> None:
         _after_config(cfg)
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=400 * SCALE, deadline=None)
 @given(mutated(RICH_CONFIG))
 def test_runtime_config_mutated(raw: Any) -> None:
     cfg = attempt(rtconfig.parse, raw, BUNDLE).value
@@ -1336,7 +1338,7 @@ def test_runtime_config_mutated(raw: Any) -> None:
         assert rtconfig.parse(raw, BUNDLE) == cfg
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300 * SCALE, deadline=None)
 @given(JSON | mutated(RESOURCES), st.lists(st.dictionaries(
     st.sampled_from(("type", "major", "minor", "path")), SCALARS, max_size=4), max_size=2))
 def test_cgroup_resources(resources_doc: Any, linux_devices: list[dict[str, Any]]) -> None:
@@ -1361,7 +1363,7 @@ CGROUP_PATHS = st.one_of(
 )
 
 
-@settings(max_examples=500, deadline=None)
+@settings(max_examples=500 * SCALE, deadline=None)
 @given(CGROUP_PATHS, st.text(max_size=10), st.booleans(), st.none() | st.text(max_size=10))
 def test_cgroups_path(path: Any, cid: str, systemd: bool, default: str | None) -> None:
     got = attempt(cgroups.resolve_path, path, cid, systemd, default=default).value
@@ -1375,7 +1377,7 @@ def test_cgroups_path(path: Any, cid: str, systemd: bool, default: str | None) -
     assert s is None or (s.startswith("/") and (s == "/" or s.endswith(".slice")))
 
 
-@settings(max_examples=10, deadline=None)
+@settings(max_examples=10 * SCALE, deadline=None)
 @example(value=[])
 @given(st.sampled_from(([], {}, ["mount"], {"a": 1})))
 def test_bug_config_unhashable_namespace_type(value: Any) -> None:
@@ -1383,7 +1385,7 @@ def test_bug_config_unhashable_namespace_type(value: Any) -> None:
                             "linux": {"namespaces": [{"type": value}]}}, BUNDLE)
 
 
-@settings(max_examples=5, deadline=None)
+@settings(max_examples=5 * SCALE, deadline=None)
 @example(timeout=10**309)
 @given(st.integers(10**309, 10**400))
 def test_bug_config_huge_hook_timeout(timeout: int) -> None:
@@ -1392,7 +1394,7 @@ def test_bug_config_huge_hook_timeout(timeout: int) -> None:
     strict(rtconfig.parse, raw, BUNDLE)
 
 
-@settings(max_examples=10, deadline=None)
+@settings(max_examples=10 * SCALE, deadline=None)
 @example(where="sysctl", key="a\nb")
 @example(where="annotations", key="a\nb")
 @given(st.sampled_from(("sysctl", "annotations")), st.text(max_size=4).map(lambda s: s + "\n"))
@@ -1406,7 +1408,7 @@ def test_bug_config_message_keys(where: str, key: str) -> None:
     strict(rtconfig.parse, raw, BUNDLE)
 
 
-@settings(max_examples=20, deadline=None)
+@settings(max_examples=20 * SCALE, deadline=None)
 @example(key="fileMode", value="x")
 @example(key="fileMode", value=None)
 @example(key="major", value=2**32)
@@ -1425,7 +1427,7 @@ def test_bug_config_devices_fields_unchecked(key: str, value: Any) -> None:
         assert out.error is not None and str(out.error).startswith(f"linux.devices[0].{key}:")
 
 
-@settings(max_examples=5, deadline=None)
+@settings(max_examples=5 * SCALE, deadline=None)
 @example(key="a\nb")
 @given(st.text(max_size=4).map(lambda s: "k" + s + "\n"))
 def test_bug_cgroups_unified_key_message(key: str) -> None:
@@ -1436,7 +1438,7 @@ def test_bug_cgroups_unified_key_message(key: str) -> None:
 # 7. seccomp: the runtime's OCI check, and Docker-format profiles (--security-opt)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300 * SCALE, deadline=None)
 @given(JSON | mutated(SECCOMP))
 def test_oci_seccomp_check(doc: Any) -> None:
     attempt(seccomp._check, doc)
@@ -1458,7 +1460,7 @@ _SMALL_PROFILE: dict[str, Any] = {
 }  # fmt: skip
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=300 * SCALE, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(JSON | mutated(_SMALL_PROFILE) | mutated(_PROFILE, max_mutations=2),
        st.lists(st.sampled_from(("CAP_SYS_ADMIN", "sys_ptrace", "NET_ADMIN", "")), max_size=3),
        st.sampled_from(("x86_64", "aarch64", "s390x", "riscv64")),
@@ -1475,7 +1477,7 @@ def test_seccomp_profile(doc: Any, caps: list[str], arch: str, kernel: tuple[int
         assert check.ok, f"a validated profile fails the runtime's check: {check.error}"
 
 
-@settings(max_examples=10, deadline=None)
+@settings(max_examples=10 * SCALE, deadline=None)
 @example(doc={"defaultAction": "SCMP_ACT_ALLOW", "flags": [[]]})
 @given(st.sampled_from(([], {}, [1])).map(lambda v: {"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [
     {"names": ["read"], "action": "SCMP_ACT_ALLOW", "args": [{"op": v, "index": 0}]}]}))
@@ -1483,7 +1485,7 @@ def test_bug_oci_seccomp_unhashable(doc: dict[str, Any]) -> None:
     strict(seccomp._check, doc)
 
 
-@settings(max_examples=10, deadline=None)
+@settings(max_examples=10 * SCALE, deadline=None)
 @example(doc={"defaultAction": []})
 @example(doc={"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [
     {"names": ["read"], "action": "SCMP_ACT_ALLOW", "includes": {"minKernel": "².1"}}]})
@@ -1500,7 +1502,7 @@ def test_bug_seccomp_profile(doc: dict[str, Any]) -> None:
 #    log records
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300 * SCALE, deadline=None)
 @given(OCI_BYTES | st.builds(lambda t, e: dumps({"token": t, "expires_in": e}), JSON, JSON))
 def test_token_response(body: bytes) -> None:
     out = attempt(auth.parse_token_response, body).value
@@ -1509,7 +1511,7 @@ def test_token_response(body: bytes) -> None:
         assert isinstance(token, str) and token and ttl > 0
 
 
-@settings(max_examples=5, deadline=None)
+@settings(max_examples=5 * SCALE, deadline=None)
 @example(body=b'{"token": "t", "expires_in": 1' + b"0" * 400 + b"}")
 @example(body=b"[" * 100_000)
 @given(st.integers(5000, 20_000).map(lambda n: b"[" * n))
@@ -1520,7 +1522,7 @@ def test_bug_token_response_limits(body: bytes) -> None:
 _TOKEN = st.text(string.ascii_letters + string.digits + "-_.", min_size=1, max_size=8)
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=400 * SCALE, deadline=None)
 @given(st.text(max_size=60) | st.text('Bearer realm="x",\\ =,\t', max_size=40))
 def test_www_authenticate_any_text(header: str) -> None:
     for c in auth.parse_www_authenticate(header):  # never raises: bad pieces are skipped
@@ -1528,7 +1530,7 @@ def test_www_authenticate_any_text(header: str) -> None:
         assert all(k == k.lower() for k in c.params)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300 * SCALE, deadline=None)
 @given(_TOKEN, st.dictionaries(_TOKEN.map(str.lower), st.text(max_size=12), min_size=1, max_size=4))
 def test_www_authenticate_round_trip(scheme: str, params: dict[str, str]) -> None:
     def quote(v: str) -> str:
@@ -1538,7 +1540,7 @@ def test_www_authenticate_round_trip(scheme: str, params: dict[str, str]) -> Non
     assert auth.parse_www_authenticate(header) == [auth.Challenge(scheme.lower(), params)]
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300 * SCALE, deadline=None)
 @given(st.text(max_size=20) | st.text("0123456789./:", max_size=20) | st.builds("{}/{}".format, st.ip_addresses(v=4), st.integers(0, 33)))
 def test_parse_subnet(text: str) -> None:
     net = attempt(parse_subnet, text).value
@@ -1547,7 +1549,7 @@ def test_parse_subnet(text: str) -> None:
         assert parse_subnet(str(net)) == net
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300 * SCALE, deadline=None)
 @given(st.text(max_size=40) | st.builds(
     lambda t, s, f, x: f"{t} {s} {f} {x}", _TOKEN, st.sampled_from(("stdout", "stderr", "x")),
     st.sampled_from(("F", "P", "")), st.text(max_size=10)))
@@ -1559,7 +1561,7 @@ def test_log_records(record: str) -> None:
         assert line.text.endswith("\n") == (kind == "F")
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=200 * SCALE, deadline=None)
 @given(st.lists(st.text(max_size=12) | st.sampled_from(("ALL", "net_admin", "CAP_KILL", "bogus")),
                 max_size=3),
        st.lists(st.text(max_size=12) | st.sampled_from(("ALL", "chown", "CAP_KILL")), max_size=3))
