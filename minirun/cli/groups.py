@@ -30,7 +30,8 @@ CONTAINER: dict[str, str] = {
     "prune": "minirun.cli.prune:container_prune",
     "inspect": "minirun.cli.groups:container_inspect",
     **{verb: COMMANDS[verb] for verb in ("start", "stop", "restart", "kill", "wait", "logs",
-                                         "stats", "exec", "diff", "port")},
+                                         "stats", "exec", "diff", "port", "rename", "pause",
+                                         "unpause", "top")},
 }
 
 

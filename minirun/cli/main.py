@@ -44,6 +44,10 @@ COMMANDS: dict[str, str] = {
     "login": "minirun.cli.registry:login",
     "logout": "minirun.cli.registry:logout",
     "system": "minirun.cli.system:system",
+    "rename": "minirun.cli.manage:rename",
+    "pause": "minirun.cli.manage:pause",
+    "unpause": "minirun.cli.manage:unpause",
+    "top": "minirun.cli.manage:top",
     "image": "minirun.cli.groups:image",
     "container": "minirun.cli.groups:container",
 }

@@ -25,6 +25,7 @@ def container_inspect(containers: Containers, rec: ContainerRecord) -> dict[str,
     opts = rec.options
     proc = spec.get("process", {})
     status = rec.effective_status()
+    paused = status == "running" and rec.paused()
     upper = str(cdir / "upper")
     return {
         "Id": rec.id,
@@ -32,7 +33,9 @@ def container_inspect(containers: Containers, rec: ContainerRecord) -> dict[str,
         "Path": rec.args[0] if rec.args else "",
         "Args": rec.args[1:],
         "State": {
-            "Status": status, "Running": status == "running",
+            # Docker: a paused container is still Running, with Status "paused"
+            "Status": "paused" if paused else status, "Running": status == "running",
+            "Paused": paused,
             "Pid": rec.pid if status == "running" else 0,
             "ExitCode": rec.exit_code if status == "exited" and rec.status == "exited" else (
                 255 if status == "exited" else 0),

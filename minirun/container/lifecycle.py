@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from minirun import faults
 from minirun.container.records import ContainerRecord, Containers, process_start_time
 from minirun.container.resources import engine_path, parse_resources
-from minirun.container.spec import RunOptions, build_spec
+from minirun.container.spec import RunOptions, build_spec, make_bind_sources
 from minirun.container.users import resolve_user
 from minirun.errors import ContainerError, ImageNotFound
 from minirun.helpers import helper_binary
@@ -59,7 +59,7 @@ def image_for(store: Store, image: str, opts: RunOptions, report: Callable[[Any]
     when a pull happens, so running a stored image never pays for it."""
     from minirun.image import reference as refs
 
-    if opts.pull in ("missing", "never"):
+    if opts.pull in ("missing", "never") and not opts.platform:  # --platform: checked by ensure_image
         try:
             return store.resolve(image)
         except ImageNotFound:
@@ -109,6 +109,7 @@ def create(store: Store, image: str, opts: RunOptions,
                 dns_servers=opts.dns, add_hosts=opts.add_hosts, hosts_path=cdir / "hosts",
                 resolv_path=cdir / "resolv.conf")
         etc = {f"/etc/{n}": str(cdir / n) for n in ("hostname", "hosts", "resolv.conf")}
+        make_bind_sources(opts.volumes)  # Docker: -v makes a missing host dir (a failure is create's)
         spec = build_spec(image_cfg, opts, user, hostname, etc, helper_binary("minirun-init"))
         # compiled seccomp programs are cached in the store: the next container with the
         # same profile and capabilities loads one in ~0.4 ms instead of ~20 ms
@@ -151,6 +152,7 @@ def _bundle(containers: Containers, rec: ContainerRecord) -> tuple[str, OverlayR
     becomes rootfs/ is mounted by the runtime inside the container's mount namespace."""
     from minirun.runtime import OverlayRootfs
 
+    make_bind_sources(rec.options.volumes)  # and again at each start, as Docker does
     cdir = containers.dir(rec.id)
     rootfs = OverlayRootfs(
         lowerdirs=stack(containers, rec), upperdir=str(cdir / "upper"), workdir=str(cdir / "work"),
@@ -434,7 +436,10 @@ def kill(store: Store, rec: ContainerRecord, sig: int) -> None:
     try:
         runtime(store).kill(rec.id, sig)
     except StateError:
-        pass  # it ended (and was deleted) between our check and the signal
+        return  # it ended (and was deleted) between our check and the signal
+    from minirun.container.manage import unpause_after_signal
+
+    unpause_after_signal(store, rec, sig)  # a paused container: thawed so it can end
 
 
 def _wait_exit(containers: Containers, rec: ContainerRecord, timeout: float | None) -> bool:

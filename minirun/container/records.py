@@ -25,7 +25,14 @@ from typing import Any
 
 from minirun.container.resources import Resources, engine_path
 from minirun.container.spec import RunOptions
-from minirun.errors import ContainerError, ContainerNotFound, ImageNotFound, NameInUse, UsageError
+from minirun.errors import (
+    ContainerError,
+    ContainerNotFound,
+    ImageNotFound,
+    MinirunError,
+    NameInUse,
+    UsageError,
+)
 from minirun.humanize import ago, human_duration
 from minirun.image.store import Store
 
@@ -84,6 +91,16 @@ class ContainerRecord:
     def alive(self) -> bool:
         return self.status == "running" and self.pid > 0 and _start_time(self.pid) == self.pid_start
 
+    def paused(self) -> bool:
+        """Frozen by ``pause`` (its cgroup's freezer: v1 freezer.state, v2 cgroup.freeze),
+        derived like the rest of the state. Docker's State.Paused; still "running"."""
+        if not self.alive():
+            return False
+        from minirun.runtime import cgroups
+
+        cg = cgroups.Cgroup.open(engine_path(self.id))
+        return bool(cg is not None and cg.frozen())
+
     def effective_status(self) -> str:
         if self.status == "running" and not self.alive():
             return "exited"
@@ -95,7 +112,8 @@ class ContainerRecord:
         now = now if now is not None else time.time()
         st = self.effective_status()
         if st == "running":
-            return f"Up {human_duration(now - self.started_at)}"
+            up = f"Up {human_duration(now - self.started_at)}"
+            return f"{up} (Paused)" if self.paused() else up
         if st == "exited":
             return f"Exited ({self.exit_code}) {ago(self.finished_at or now, now)}"
         return "Created"
@@ -150,6 +168,8 @@ class Containers:
     def save(self, rec: ContainerRecord) -> None:
         """Write then rename, without fsync: the record is rewritten at every state change
         on the start-up path, and after a power loss the state is re-derived anyway."""
+        if rec.name:
+            self._keep_renamed(rec)
         path = self._path(rec.id)
         tmp = path.with_name(f".container.json.{os.getpid()}")
         d = asdict(rec)
@@ -163,6 +183,55 @@ class Containers:
             # recording the exit; there is nothing left to record it in
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()
+
+    def _keep_renamed(self, rec: ContainerRecord) -> None:
+        """A writer that loaded the record before a ``rename`` (a shim's _cleanup, a start)
+        must not write the old name back: when names/<its name> is not this container's
+        (one readlink, the usual case), take the name the record on disk has now."""
+        try:
+            if os.readlink(f"{self._names}/{rec.name}") == rec.id:
+                return
+        except OSError:
+            pass
+        disk = self._load(rec.id)
+        if disk is None or disk.name == rec.name or not disk.name:
+            return
+        with contextlib.suppress(OSError):
+            if os.readlink(f"{self._names}/{disk.name}") == rec.id:
+                rec.name = disk.name
+
+    def rename(self, rec: ContainerRecord, new_name: str) -> ContainerRecord:
+        """``rename``: claim the new name, rewrite the record, release the old name — in
+        that order, under the store lock (``run --name`` takes it too), so the container
+        is never without a name and nobody can take the new one meanwhile."""
+        new = new_name[1:] if new_name.startswith("/") else new_name  # Docker: "/name"
+        if not new:
+            raise UsageError("the new name may not be empty")
+        _check_name(new)
+        with self.store.lock():
+            self._ensure_names()
+            os.makedirs(self._names, mode=0o700, exist_ok=True)
+            cur = self._load(rec.id)
+            if cur is None:
+                raise ContainerNotFound(rec.name or rec.id)
+            if cur.name == new:
+                raise ContainerError(f"cannot rename container {new}: renaming a container "
+                                     "with the same name as its current name")
+            if not self._claim_name(new, cur.id):
+                owner = ""
+                with contextlib.suppress(OSError):
+                    owner = os.readlink(f"{self._names}/{new}")
+                raise _NameTaken(new, owner)
+            old, cur.name = cur.name, new
+            try:
+                self.save(cur)
+            except BaseException:
+                self._release_name(new, cur.id)
+                raise
+            if old:
+                self._release_name(old, cur.id)
+        rec.name = new
+        return cur
 
     def exit_file(self, cid: str) -> Path:
         """Written by the shim of a detached container when it exits: "<status> <unix-ns>"."""
@@ -364,6 +433,15 @@ class Containers:
         if name:
             self._release_name(name, cid)
         _rmtree(str(doomed))
+
+
+class _NameTaken(NameInUse):
+    """``rename`` to a name another container has (Docker's "Conflict" message)."""
+
+    def __init__(self, name: str, cid: str) -> None:
+        MinirunError.__init__(
+            self, f'the container name "/{name}" is already in use by container {cid[:12]}; '
+            "remove (or rename) that container to be able to reuse that name")
 
 
 def _rmtree(path: str) -> None:

@@ -192,6 +192,29 @@ def parse_volume(spec: str) -> dict[str, Any]:
     return {"destination": dst, "type": "bind", "source": src, "options": ["rbind", "rprivate", *opts]}
 
 
+def make_bind_sources(volumes: list[str]) -> None:
+    """Docker's -v (not --mount): a host path that does not exist is made as a directory
+    (0755, root's, parents too) before the container starts, so the bind has a source."""
+    for spec in volumes:
+        src = parse_volume(spec)["source"]
+        if os.path.lexists(src):
+            continue  # whatever it is (a dangling link too): the mount will say if it is wrong
+        missing = []
+        path = os.path.normpath(src)
+        while not os.path.lexists(path):
+            missing.append(path)
+            path = os.path.dirname(path)
+        for d in reversed(missing):
+            try:
+                os.mkdir(d, 0o755)
+            except FileExistsError:
+                continue  # made meanwhile (another container with the same -v)
+            except OSError as e:
+                raise UsageError(f"bind mount source {src}: cannot create it "
+                                 f"({e.strerror or e}{f': {d}' if d != src else ''})") from None
+            os.chmod(d, 0o755)  # whatever the umask
+
+
 def parse_tmpfs(spec: str) -> dict[str, Any]:
     path, _, extra = spec.partition(":")
     if not path.startswith("/") or path == "/":

@@ -29,14 +29,20 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, BinaryIO
+from typing import IO, Any, BinaryIO, cast
 
 from minirun import faults
 from minirun.errors import ArchiveError, InvalidReference, ManifestError
 from minirun.humanize import human_size
 from minirun.image import oci
 from minirun.image import reference as refs
-from minirun.image.compression import open_decompressed, sniff_file
+from minirun.image.compression import (
+    CorruptData,
+    decompressed_chunks,
+    open_decompressed,
+    sniff_archive,
+    sniff_file,
+)
 from minirun.image.digest import hex_of, short_id
 from minirun.image.store import ImageRecord, Store
 
@@ -170,6 +176,9 @@ class _TarSource(_Source):
 
 @contextlib.contextmanager
 def _open_source(store: Store, src: Path | BinaryIO) -> Iterator[_Source]:
+    """The archive as a _Source. A tar on stdin is spooled to the store's tmp first; a
+    compressed one (``docker save | gzip``; zstd, xz and bzip2 too, told by their magic
+    bytes, as ``docker load`` does), file or stream, is decompressed there."""
     spooled: Path | None = None
     try:
         if isinstance(src, Path):
@@ -179,10 +188,16 @@ def _open_source(store: Store, src: Path | BinaryIO) -> Iterator[_Source]:
             if not src.exists():
                 raise ArchiveError(f"{src}: no such file or directory")
             path = src
+            with open(src, "rb") as f:
+                kind = sniff_archive(f.read(8))
+                if kind != "none":
+                    f.seek(0)
+                    spooled = path = store.new_tmp(".load.tar")
+                    _spool(f, path, kind, str(src))
         else:
+            head = _read_head(src, 8)
             spooled = path = store.new_tmp(".load.tar")
-            with open(path, "wb") as f:
-                shutil.copyfileobj(src, f, 1 << 20)
+            _spool(cast(BinaryIO, _Prefixed(head, src)), path, sniff_archive(head), "standard input")
             if path.stat().st_size == 0:
                 raise ArchiveError("nothing to load: standard input was empty (use -i FILE)")
         tsrc = _TarSource(path)
@@ -194,6 +209,43 @@ def _open_source(store: Store, src: Path | BinaryIO) -> Iterator[_Source]:
         if spooled is not None:
             with contextlib.suppress(FileNotFoundError):
                 spooled.unlink()
+
+
+def _spool(src: BinaryIO, path: Path, kind: str, what: str) -> None:
+    """Copy ``src`` to ``path``, decompressing it as ``kind`` says ("none": as it is)."""
+    with open(path, "wb") as out:
+        if kind == "none":
+            shutil.copyfileobj(src, out, 1 << 20)
+            return
+        try:
+            for chunk in decompressed_chunks(src, kind):
+                out.write(chunk)
+        except CorruptData as e:
+            raise ArchiveError(f"{what}: {e}; nothing was loaded") from None
+
+
+def _read_head(src: BinaryIO, n: int) -> bytes:
+    """The first ``n`` bytes of a stream (fewer only at its end; a pipe gives short reads)."""
+    head = b""
+    while len(head) < n and (b := src.read(n - len(head))):
+        head += b
+    return head
+
+
+class _Prefixed:
+    """A stream whose first bytes were read already (to tell its compression)."""
+
+    def __init__(self, head: bytes, rest: BinaryIO) -> None:
+        self.head, self.rest = head, rest
+
+    def read(self, n: int = -1) -> bytes:
+        if not self.head:
+            return self.rest.read(n)
+        if n is None or n < 0:
+            data, self.head = self.head + self.rest.read(), b""
+            return data
+        data, self.head = self.head[:n], self.head[n:]
+        return data
 
 
 # -- loading -------------------------------------------------------------------------------

@@ -318,15 +318,45 @@ def ensure_image(store: Store, ref_text: str, policy: str, report: Report,
         raise UsageError(f"invalid --pull value {policy!r} (want one of: {', '.join(PULL_POLICIES)})")
     if not refs.is_image_id(ref_text):
         refs.parse(ref_text)  # an invalid reference is that, before any lookup or pull
+    want = oci.Platform.parse(platform) if platform else None
+    mismatch: PlatformMismatch | None = None
     if policy != "always":
         try:
-            return store.resolve(ref_text)
+            local = store.resolve(ref_text)
         except ImageNotFound:
             if policy == "never" or refs.is_image_id(ref_text):
                 raise
+        else:
+            mismatch = _platform_mismatch(store, local, ref_text, want)
+            if mismatch is None:
+                return local
+            if policy == "never" or refs.is_image_id(ref_text):
+                raise mismatch
         try:
             shown = refs.parse(ref_text).familiar()
         except Exception:
             shown = ref_text
-        report(ProgressEvent(f"Unable to find image '{shown}' locally"))
-    return pull(store, ref_text, platform=platform, report=report, config=config).record
+        report(ProgressEvent(f"Unable to find image '{shown}' locally"))  # (Docker: also on a mismatch)
+    try:
+        return pull(store, ref_text, platform=platform, report=report, config=config).record
+    except (RegistryError, ManifestError) as e:
+        if mismatch is None:
+            raise
+        # Docker: a local image of another platform is "not found", so it pulls; when that
+        # fails too, say both: what the store has and why the pull did not help
+        raise PlatformMismatch(f"{mismatch}; pulling {want} failed: {e}") from None
+
+
+class PlatformMismatch(ManifestError):
+    """``run --platform P IMAGE`` where the store's IMAGE is of another platform."""
+
+
+def _platform_mismatch(store: Store, rec: ImageRecord, ref_text: str,
+                       want: oci.Platform | None) -> PlatformMismatch | None:
+    """None when ``rec`` is of the platform wanted (or none is, or it names none)."""
+    if want is None:
+        return None
+    have = oci.ImageConfig.parse(store.read_blob(rec.id), f"image config of {ref_text}").platform
+    if not have.os or oci.platform_matches(want, have):
+        return None
+    return PlatformMismatch(f"image {ref_text} is {have}, not {want}")
