@@ -44,6 +44,8 @@ COMMANDS: dict[str, str] = {
     "login": "minirun.cli.registry:login",
     "logout": "minirun.cli.registry:logout",
     "system": "minirun.cli.system:system",
+    "blame": "minirun.cli.provenance:blame",
+    "layers": "minirun.cli.provenance:layers",
     "rename": "minirun.cli.manage:rename",
     "pause": "minirun.cli.manage:pause",
     "unpause": "minirun.cli.manage:unpause",
