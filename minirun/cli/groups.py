@@ -21,6 +21,9 @@ IMAGE: dict[str, str] = {
     "tag": COMMANDS["tag"],
     "pull": COMMANDS["pull"],
     "push": COMMANDS["push"],
+    "import": COMMANDS["import"],
+    "layers": COMMANDS["layers"],
+    "blame": COMMANDS["blame"],
 }
 
 CONTAINER: dict[str, str] = {
@@ -31,7 +34,7 @@ CONTAINER: dict[str, str] = {
     "inspect": "minirun.cli.groups:container_inspect",
     **{verb: COMMANDS[verb] for verb in ("start", "stop", "restart", "kill", "wait", "logs",
                                          "stats", "exec", "diff", "port", "rename", "pause",
-                                         "unpause", "top")},
+                                         "unpause", "top", "commit", "export")},
 }
 
 
