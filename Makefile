@@ -101,3 +101,27 @@ bench-all: install
 
 clean:
 	rm -rf $(VENV) $(IMAGES) bench/out *.egg-info minirun/libexec
+
+# `make test-cgroup2`: the cgroup tests as root in a VM whose kernel has cgroup v2 only
+# (Debian's 6.1 kernel booted by virtme-ng; tests/cgroup2/run_vm.py, docs/testing.md).
+# Without usable KVM it boots under TCG (MINIRUN_VM_TCG=1 forces it, =0 forbids it). `cgroup2-deps`: qemu, that kernel (the VM's own: the
+# host never boots it), virtme-ng 1.42 in .venv-vm (busybox-static builds its initramfs).
+VM_VENV     := .venv-vm
+VM_APT_PKGS := qemu-system-x86 linux-image-amd64 busybox-static
+CGROUP2_PYTEST_ARGS ?=
+
+.PHONY: cgroup2-deps test-cgroup2
+
+cgroup2-deps: deps $(VM_VENV)/bin/vng
+	@missing=$$(for p in $(VM_APT_PKGS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+$(VM_VENV)/bin/vng: | deps
+	$(PYTHON) -m venv $(VM_VENV)
+	$(VM_VENV)/bin/pip install -q virtme-ng==1.42
+
+test-cgroup2: install cgroup2-deps
+	$(BIN)/python tests/cgroup2/run_vm.py $(CGROUP2_PYTEST_ARGS)
