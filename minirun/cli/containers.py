@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
 import time
 from collections.abc import Callable
@@ -12,9 +13,9 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from minirun.cli.main import store_from
-from minirun.cli.output import each, json_lines, table
+from minirun.cli.output import FORMAT_HELP, each, json_lines, listing, parse_filters, table
 from minirun.container.spec import RunOptions, expand_env, parse_env_file
-from minirun.errors import MinirunError
+from minirun.errors import MinirunError, UsageError
 
 if TYPE_CHECKING:
     from minirun.container.records import ContainerRecord
@@ -147,13 +148,27 @@ def _command_text(args: list[str], trunc: bool) -> str:
     return f'"{text}"'
 
 
+# Docker's ps columns (cli/command/formatter/container.go): a template's header row
+_PS_HEADERS: dict[str, Any] = {
+    "ID": "CONTAINER ID", "Image": "IMAGE", "Command": "COMMAND", "CreatedAt": "CREATED AT",
+    "RunningFor": "CREATED", "Ports": "PORTS", "State": "STATE", "Status": "STATUS", "Size": "SIZE",
+    "Names": "NAMES", "Labels": "LABELS", "Label": lambda *_: "LABEL", "Mounts": "MOUNTS",
+    "Networks": "NETWORKS", "LocalVolumes": "LOCAL VOLUMES",
+}
+_PS_FILTERS = ("status", "name", "id", "ancestor", "label", "exited")
+_STATES = ("created", "restarting", "running", "removing", "paused", "exited", "dead")
+
+
 @click.command()
 @click.option("-a", "--all", "all_", is_flag=True, help="Show all containers (default shows just running).")
 @click.option("-q", "--quiet", is_flag=True, help="Only display container IDs.")
 @click.option("--no-trunc", is_flag=True, help="Don't truncate output.")
-@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
+@click.option("-f", "--filter", "filters", multiple=True, metavar="KEY=VALUE",
+              help="Filter: status=, name=, id=, ancestor=, label=, exited= (repeatable).")
+@click.option("--format", "fmt", default="table", metavar="table|json|TEMPLATE", help=FORMAT_HELP)
 @click.pass_context
-def ps(ctx: click.Context, all_: bool, quiet: bool, no_trunc: bool, fmt: str) -> None:
+def ps(ctx: click.Context, all_: bool, quiet: bool, no_trunc: bool, filters: tuple[str, ...],
+       fmt: str) -> None:
     """List containers."""
     from minirun.container.records import Containers
     from minirun.humanize import ago
@@ -164,27 +179,150 @@ def ps(ctx: click.Context, all_: bool, quiet: bool, no_trunc: bool, fmt: str) ->
         return ports_text(store, cid)
 
     store = store_from(ctx, "ps")
+    wanted = parse_filters(filters, _PS_FILTERS)
+    for value in wanted.get("exited", []):
+        if not value.lstrip("-").isdigit():
+            raise UsageError(f"invalid filter 'exited={value}' (an exit code)")
+    for value in wanted.get("status", []):
+        if value not in _STATES:
+            raise UsageError(f"invalid filter 'status={value}' (one of {', '.join(_STATES)})")
+    all_ = all_ or "status" in wanted  # Docker: a status filter looks at every container
+    full = fmt not in ("", "table")  # json and templates have Docker's every field
+    template = full and fmt != "json"
+    images = _Images(store)
     now = time.time()
     rows = []
     for rec in Containers(store).all():
-        if not all_ and rec.effective_status() != "running":
+        status = rec.status_text(now)
+        state = "paused" if status.endswith("(Paused)") else rec.effective_status()
+        if not all_ and state not in ("running", "paused"):
             continue
-        rows.append({
+        if wanted and not _ps_match(rec, state, wanted, images):
+            continue
+        row: dict[str, Any] = {
             "ID": rec.id if no_trunc else rec.id[:12], "Image": rec.image,
             "Command": _command_text(rec.args, not no_trunc), "RunningFor": ago(rec.created, now),
-            "Status": rec.status_text(now), "State": rec.effective_status(),
+            "Status": status, "State": state,
             "Ports": ports_text(store, rec.id) if rec.alive() else "",
             "Names": rec.name,
-        })
+        }
+        if full:
+            row.update(_ps_more(rec, images.labels(rec.image_id), no_trunc))
+        if template:
+            row.update(_ps_methods(store, rec, images))
+        rows.append(row)
     if quiet:
         for r in rows:
             click.echo(r["ID"])
-    elif fmt == "json":
-        json_lines(rows)
-    else:
-        table(["CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES"],
-              [[r["ID"], r["Image"], r["Command"], r["RunningFor"], r["Status"], r["Ports"], r["Names"]]
-               for r in rows])
+        return
+    listing(fmt, rows, _PS_HEADERS,
+            ["ID", "Image", "Command", "RunningFor", "Status", "Ports", "Names"], "container")
+
+
+def _ps_match(rec: ContainerRecord, state: str, wanted: dict[str, list[str]],
+              images: _Images) -> bool:
+    """Docker's ps filters: the values of one key OR, the keys AND (label= filters AND)."""
+    from minirun.cli.output import label_match
+
+    def search(key: str, *texts: str) -> bool:
+        try:
+            return any(re.search(p, t) for p in wanted[key] for t in texts)
+        except re.error as e:
+            raise UsageError(f"invalid filter '{key}': bad pattern: {e}") from None
+
+    if "status" in wanted and state not in wanted["status"]:
+        return False
+    if "name" in wanted and not search("name", "/" + rec.name, rec.name):
+        return False
+    if "id" in wanted and not search("id", rec.id):
+        return False
+    if "exited" in wanted and not (state == "exited" and rec.status == "exited"
+                                   and str(rec.exit_code) in wanted["exited"]):
+        return False
+    if "ancestor" in wanted and not any(images.is_image_of(a, rec) for a in wanted["ancestor"]):
+        return False
+    return "label" not in wanted or label_match(images.labels(rec.image_id), wanted["label"])
+
+
+def _ps_more(rec: ContainerRecord, labels: dict[str, str], no_trunc: bool) -> dict[str, Any]:
+    """The fields beyond the default table's, as Docker's ps formatter has them."""
+    def ellipsis(s: str, n: int = 15) -> str:
+        return s if no_trunc or len(s) <= n else s[:n - 1] + "…"
+
+    return {
+        "CreatedAt": time.strftime("%Y-%m-%d %H:%M:%S %z %Z", time.localtime(rec.created)),
+        "Labels": ",".join(f"{k}={v}" for k, v in sorted(labels.items())),
+        "Mounts": ",".join(ellipsis(v.split(":", 1)[0]) for v in rec.options.volumes),
+        "Networks": rec.options.network,
+        "LocalVolumes": "0",  # named volumes: minirun has none
+    }
+
+
+def _ps_methods(store: Store, rec: ContainerRecord, images: _Images) -> dict[str, Any]:
+    """What only a template may ask for: .Size (walks the container layer), .Label "KEY"."""
+    from minirun.cli.template import Lazy
+    from minirun.container.records import Containers
+    from minirun.humanize import human_size
+
+    def size() -> str:
+        rw = _tree_size(Containers(store).dir(rec.id) / "upper")
+        image = images.record(rec.image_id)
+        virtual = rw + (image.size if image is not None else 0)
+        return f"{human_size(rw)} (virtual {human_size(virtual)})" if virtual else human_size(rw)
+
+    labels = images.labels(rec.image_id)
+    return {"Size": Lazy(size), "Label": lambda key: labels.get(key, "")}
+
+
+def _tree_size(top: Path) -> int:
+    """Bytes in the files under ``top`` (a hard link counted once), like Docker's SizeRw."""
+    seen: set[tuple[int, int]] = set()
+    total = 0
+    for dirpath, _, filenames in os.walk(top):
+        for name in filenames:
+            try:
+                st = os.lstat(os.path.join(dirpath, name))
+            except OSError:
+                continue
+            if (st.st_dev, st.st_ino) not in seen:
+                seen.add((st.st_dev, st.st_ino))
+                total += st.st_size
+    return total
+
+
+class _Images:
+    """The image facts some ps filters and fields need, each image read once."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._records: dict[str, Any] = {}
+        self._labels: dict[str, dict[str, str]] = {}
+
+    def record(self, ref: str) -> Any:
+        if ref not in self._records:
+            try:
+                self._records[ref] = self.store.resolve(ref)
+            except MinirunError:
+                self._records[ref] = None
+        return self._records[ref]
+
+    def labels(self, image_id: str) -> dict[str, str]:
+        if image_id not in self._labels:
+            rec, labels = self.record(image_id), {}
+            if rec is not None:
+                try:
+                    labels = dict(self.store.manifest_and_config(rec)[1].config.get("Labels") or {})
+                except (MinirunError, OSError):
+                    pass
+            self._labels[image_id] = {str(k): str(v) for k, v in labels.items()}
+        return self._labels[image_id]
+
+    def is_image_of(self, ancestor: str, rec: ContainerRecord) -> bool:
+        """``ancestor=IMAGE``: the container was made from it (by name, tag or ID)."""
+        if rec.image == ancestor:
+            return True
+        image = self.record(ancestor)
+        return image is not None and image.id == rec.image_id
 
 
 def _each(ctx: click.Context, verb: str, names: tuple[str, ...],

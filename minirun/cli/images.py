@@ -11,7 +11,15 @@ from typing import Any
 import click
 
 from minirun.cli.main import store_from
-from minirun.cli.output import each, json_lines, table
+from minirun.cli.output import (
+    FORMAT_HELP,
+    each,
+    json_lines,
+    label_match,
+    listing,
+    parse_filters,
+    table,
+)
 from minirun.errors import UsageError
 from minirun.humanize import ago, human_size
 from minirun.image import reference as refs
@@ -62,39 +70,106 @@ def _repo_tag(name: str) -> tuple[str, str]:
     return ref.familiar_name, ref.tag or "<none>"
 
 
+# Docker's images columns (cli/command/formatter/image.go): a template's header row
+_IMAGE_HEADERS = {
+    "ID": "IMAGE ID", "Repository": "REPOSITORY", "Tag": "TAG", "Digest": "DIGEST",
+    "CreatedSince": "CREATED", "CreatedAt": "CREATED AT", "Size": "SIZE", "Containers": "CONTAINERS",
+    "SharedSize": "SHARED SIZE", "UniqueSize": "UNIQUE SIZE", "VirtualSize": "VIRTUAL SIZE",
+}
+_TRUE, _FALSE = ("1", "t", "T", "true", "TRUE", "True"), ("0", "f", "F", "false", "FALSE", "False")
+
+
 @click.command()
 @click.option("-q", "--quiet", is_flag=True, help="Only show image IDs.")
 @click.option("--no-trunc", is_flag=True, help="Don't truncate output.")
-@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
+@click.option("-f", "--filter", "filters", multiple=True, metavar="KEY=VALUE",
+              help="Filter: dangling=true|false, reference=PATTERN, label=KEY[=VALUE] (repeatable).")
+@click.option("--format", "fmt", default="table", metavar="table|json|TEMPLATE", help=FORMAT_HELP)
 @click.argument("repository", required=False)
 @click.pass_context
-def images(ctx: click.Context, quiet: bool, no_trunc: bool, fmt: str, repository: str | None) -> None:
+def images(ctx: click.Context, quiet: bool, no_trunc: bool, filters: tuple[str, ...], fmt: str,
+           repository: str | None) -> None:
     """List images."""
     store = store_from(ctx, "images")
+    wanted = parse_filters(filters, ("dangling", "reference", "label"))
+    dangling = None
+    for value in wanted.get("dangling", []):
+        if value not in _TRUE + _FALSE or (dangling is not None and dangling != (value in _TRUE)):
+            raise UsageError(f"invalid filter 'dangling={value}' (true or false)")
+        dangling = value in _TRUE
     now = time.time()
     rows: list[dict[str, str]] = []
     for rec in store.images():
+        if dangling is not None and bool(rec.repo_tags) == dangling:
+            continue
+        if "label" in wanted and not label_match(_labels(store, rec), wanted["label"]):
+            continue
         created = _created_ts(rec.created)
         names = [_repo_tag(t) for t in rec.repo_tags] or [("<none>", "<none>")]
         for repo, tag in names:
             if repository and repo != repository and repo != refs.parse(repository).familiar_name:
                 continue
+            if "reference" in wanted and not (rec.repo_tags and _reference_match(wanted["reference"], repo, tag)):
+                continue
             rows.append({
                 "Repository": repo, "Tag": tag,
                 "ID": rec.id if no_trunc else short_id(rec.id),
                 "CreatedSince": ago(created, now) if created else "N/A",
-                "CreatedAt": rec.created,
+                "CreatedAt": _go_time(created) if created else rec.created,
                 "Size": human_size(rec.size),
                 "Digest": rec.manifest_digest,
+                "Containers": "N/A", "SharedSize": "N/A", "UniqueSize": "N/A",
+                "VirtualSize": human_size(rec.size),
             })
     if quiet:
         for r in dict.fromkeys(r["ID"] for r in rows):
             click.echo(r)
-    elif fmt == "json":
-        json_lines(rows)
-    else:
-        table(["REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"],
-              [[r["Repository"], r["Tag"], r["ID"], r["CreatedSince"], r["Size"]] for r in rows])
+        return
+    listing(fmt, rows, _IMAGE_HEADERS, ["Repository", "Tag", "ID", "CreatedSince", "Size"], "image")
+
+
+def _labels(store: Any, rec: Any) -> dict[str, str]:
+    labels = store.manifest_and_config(rec)[1].config.get("Labels") or {}
+    return {str(k): str(v) for k, v in labels.items()}
+
+
+def _reference_match(patterns: list[str], repo: str, tag: str) -> bool:
+    """Docker's reference= filter: the pattern (Go's path.Match: ``*`` and ``?`` stop at
+    ``/``) matches the familiar ``name:tag`` or the name alone."""
+    try:
+        return any(_path_match(p, f"{repo}:{tag}") or _path_match(p, repo) for p in patterns)
+    except re.error as e:
+        raise UsageError(f"invalid filter 'reference': bad pattern: {e}") from None
+
+
+def _path_match(pattern: str, name: str) -> bool:
+    """Go's path.Match of the whole ``name``."""
+    out, i = [], 0
+    while i < len(pattern):
+        c = pattern[i]
+        end = pattern.find("]", i + 2) if c == "[" else -1
+        if c == "*":
+            out.append("[^/]*")
+        elif c == "?":
+            out.append("[^/]")
+        elif end > 0:  # [abc] [a-z] [^a-z]
+            body = pattern[i + 1:end]
+            neg = body.startswith("^")
+            body = body[neg:].replace("\\", "\\\\").replace("[", "\\[")
+            out.append(f"[{'^' if neg else ''}{body}]")
+            i = end
+        elif c == "\\" and i + 1 < len(pattern):
+            i += 1
+            out.append(re.escape(pattern[i]))
+        else:
+            out.append(re.escape(c))
+        i += 1
+    return re.fullmatch("".join(out), name) is not None
+
+
+def _go_time(ts: float) -> str:
+    """Go's time.Time.String() in local time, as Docker prints CreatedAt."""
+    return time.strftime("%Y-%m-%d %H:%M:%S %z %Z", time.localtime(ts))
 
 
 _RFC3339 = re.compile(r"(\d{4}-\d\d-\d\d[Tt ]\d\d:\d\d:\d\d)(?:\.(\d+))?([Zz]|[+-]\d\d:\d\d)?")

@@ -5,8 +5,10 @@ netlink imports it does not need. Every verb is a thin layer over the library; e
 
 from __future__ import annotations
 
+import functools
 import importlib
 import os
+import re
 import sys
 from typing import Any
 
@@ -58,9 +60,34 @@ COMMANDS: dict[str, str] = {
 }
 
 
+def summary(cmd: click.Command) -> str:
+    """A command's line in a help listing: its short_help, or the first sentence of its help,
+    whole (click cuts it at the terminal's width, mid-sentence)."""
+    if cmd.short_help:
+        return cmd.short_help
+    text = " ".join((cmd.help or "").split("\n\n")[0].split())
+    end = re.search(r"[.!?](?=\s+[A-Z])", text)
+    return text[:end.end()] if end else text
+
+
+def format_commands(group: click.Group, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+    """The Commands section of every minirun group's help: each summary in full, wrapped."""
+    rows = []
+    for name in group.list_commands(ctx):
+        cmd = group.get_command(ctx, name)
+        if cmd is not None and not cmd.hidden:
+            rows.append((name, summary(cmd)))
+    if rows:
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
 class LazyGroup(click.Group):
     def list_commands(self, ctx: click.Context) -> list[str]:
         return [c for c in COMMANDS if not c.startswith("_")]
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        format_commands(self, ctx, formatter)
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         target = COMMANDS.get(cmd_name)
@@ -68,10 +95,13 @@ class LazyGroup(click.Group):
             return None
         mod_name, attr = target.split(":")
         cmd: click.Command = getattr(importlib.import_module(mod_name), attr)
+        if isinstance(cmd, click.Group):  # network, image, system...: their verbs listed alike
+            cmd.format_commands = functools.partial(format_commands, cmd)  # type: ignore[method-assign]
         return cmd
 
 
-@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=LazyGroup, invoke_without_command=True,
+             context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--root", envvar="MINIRUN_ROOT", default="/var/lib/minirun", show_default=True,
               help="Store for images and containers (env MINIRUN_ROOT).")
 @click.version_option(__version__, "--version", prog_name="minirun")
@@ -79,6 +109,8 @@ class LazyGroup(click.Group):
 def cli(ctx: click.Context, root: str) -> None:
     """minirun: a small container runtime (OCI images, overlayfs layers, namespaces)."""
     ctx.obj = {"root": root}
+    if ctx.invoked_subcommand is None:  # bare `minirun`: the help, and success, as `docker`
+        click.echo(ctx.get_help())
 
 
 def store_from(ctx: click.Context, command: str = "") -> Any:

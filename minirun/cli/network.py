@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from minirun.cli.main import store_from
-from minirun.cli.output import each, json_doc, json_lines, table
+from minirun.cli.output import FORMAT_HELP, each, json_doc, listing
 from minirun.errors import MinirunError, UsageError
 
 
@@ -42,32 +42,43 @@ def create(ctx: click.Context, subnet: str | None, gateway: str | None, driver: 
     click.echo(net.id)
 
 
+# Docker's network ls columns (cli/command/formatter: network.go), and minirun's two more
+_NETWORK_HEADERS = {
+    "ID": "NETWORK ID", "Name": "NAME", "Driver": "DRIVER", "Scope": "SCOPE", "IPv6": "IPV6",
+    "Internal": "INTERNAL", "Labels": "LABELS", "CreatedAt": "CREATED AT", "Subnet": "SUBNET",
+    "Bridge": "BRIDGE",
+}
+
+
 @network.command("ls")
 @click.option("-q", "--quiet", is_flag=True, help="Only display network IDs.")
 @click.option("--no-trunc", is_flag=True, help="Don't truncate the output.")
-@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
+@click.option("--format", "fmt", default="table", metavar="table|json|TEMPLATE", help=FORMAT_HELP)
 @click.pass_context
 def ls(ctx: click.Context, quiet: bool, no_trunc: bool, fmt: str) -> None:
     """List networks (host and none are always there, as in Docker)."""
+    import time
+
     from minirun.network.attach import reconcile
     from minirun.network.config import Networks
 
+    def created(ts: float) -> str:
+        return time.strftime("%Y-%m-%d %H:%M:%S %z %Z", time.localtime(ts)) if ts else ""
+
     store = store_from(ctx, "network ls")
     reconcile(store, full=True)
-    rows = [{"ID": n.id if no_trunc else n.id[:12], "Name": n.name, "Driver": "bridge",
-             "Scope": "local", "Subnet": n.subnet, "Bridge": n.bridge}
+    common = {"Scope": "local", "IPv6": "false", "Internal": "false", "Labels": ""}
+    rows = [{"ID": n.id if no_trunc else n.id[:12], "Name": n.name, "Driver": "bridge", **common,
+             "CreatedAt": created(n.created), "Subnet": n.subnet, "Bridge": n.bridge}
             for n in Networks(store).all()]
-    rows += [{"ID": "-", "Name": m, "Driver": d, "Scope": "local", "Subnet": "", "Bridge": ""}
+    rows += [{"ID": "-", "Name": m, "Driver": d, **common, "CreatedAt": "", "Subnet": "", "Bridge": ""}
              for m, d in (("host", "host"), ("none", "null"))]
     if quiet:
         for r in rows:
             if r["ID"] != "-":
                 click.echo(r["ID"])
-    elif fmt == "json":
-        json_lines(rows)
-    else:
-        table(["NETWORK ID", "NAME", "DRIVER", "SCOPE", "SUBNET"],
-              [[r["ID"], r["Name"], r["Driver"], r["Scope"], r["Subnet"]] for r in rows])
+        return
+    listing(fmt, rows, _NETWORK_HEADERS, ["ID", "Name", "Driver", "Scope", "Subnet"], "network")
 
 
 @network.command("inspect")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import click
@@ -23,6 +23,50 @@ def json_lines(objs: Sequence[dict[str, Any]]) -> None:
     """``--format json``: one JSON object per line, as ``docker images --format json``."""
     if objs:
         click.echo("\n".join(json.dumps(o) for o in objs))
+
+
+FORMAT_HELP = ("Format the output: table, json, or a Go template ('table {{.ID}}\\t{{.Names}}' "
+               "prints a header row and aligned columns).")
+
+
+def listing(fmt: str, rows: Sequence[dict[str, Any]], headers: Mapping[str, Any],
+            columns: Sequence[str], type_name: str = "") -> None:
+    """A listing as ``--format`` asks: ``table`` (the default ``columns``), ``json`` (one
+    object a line) or a Go template (minirun/cli/template.py, imported only then)."""
+    if fmt in ("", "table"):
+        table([headers[c] for c in columns], [[str(r[c]) for c in columns] for r in rows])
+    elif fmt == "json":
+        json_lines(rows)
+    else:
+        from minirun.cli.template import format_rows
+
+        click.echo(format_rows(fmt, rows, headers, type_name), nl=False)
+
+
+def parse_filters(specs: Sequence[str], accepted: Sequence[str]) -> dict[str, list[str]]:
+    """``--filter KEY=VALUE`` flags, by key (Docker: values of one key OR, keys AND)."""
+    from minirun.errors import UsageError
+
+    out: dict[str, list[str]] = {}
+    for spec in specs:
+        key, sep, value = spec.partition("=")
+        key = key.strip().lower()
+        if not sep:
+            raise UsageError(f"bad format of filter {spec!r} (expected name=value)")
+        if key not in accepted:
+            raise UsageError(f"invalid filter '{key}' (supported: {', '.join(accepted)})")
+        out.setdefault(key, []).append(value)
+    return out
+
+
+def label_match(labels: Mapping[str, str], wanted: Sequence[str]) -> bool:
+    """``label=KEY`` or ``label=KEY=VALUE`` filters: every one must match (Docker's
+    MatchKVList, so several label filters AND)."""
+    for w in wanted:
+        key, sep, value = w.partition("=")
+        if key not in labels or (sep and labels[key] != value):
+            return False
+    return True
 
 
 def each(ctx: click.Context, names: Sequence[str], action: Callable[[str], object], echo: bool = True) -> None:
