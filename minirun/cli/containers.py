@@ -14,7 +14,7 @@ import click
 
 from minirun.cli.main import store_from
 from minirun.cli.output import FORMAT_HELP, each, json_lines, listing, parse_filters, table
-from minirun.container.spec import RunOptions, expand_env, parse_env_file
+from minirun.cli.runflags import run_flags, run_options
 from minirun.errors import MinirunError, UsageError
 
 if TYPE_CHECKING:
@@ -23,93 +23,18 @@ if TYPE_CHECKING:
 
 
 @click.command(context_settings={"allow_interspersed_args": False})
-@click.option("-i", "--interactive", is_flag=True, help="Keep STDIN open.")
-@click.option("-t", "--tty", is_flag=True, help="Allocate a pseudo-TTY.")
 @click.option("-d", "--detach", is_flag=True, help="Run in the background and print the container ID.")
-@click.option("--init", "use_init", is_flag=True, help="Run a minimal init as PID 1 (reaps zombies, forwards signals).")
-@click.option("--rm", "remove", is_flag=True, help="Remove the container when it exits.")
-@click.option("--name", help="Assign a name to the container.")
-@click.option("-e", "--env", multiple=True, help="Set environment variables (KEY=VAL, or KEY to pass the host's).")
-@click.option("--env-file", multiple=True, type=click.Path(dir_okay=False, path_type=Path),
-              help="Read environment variables from a file.")
-@click.option("-w", "--workdir", help="Working directory inside the container.")
-@click.option("-u", "--user", help="Username or UID (format: <name|uid>[:<group|gid>]).")
-@click.option("-h", "--hostname", help="Container host name.")
-@click.option("--entrypoint", help="Overwrite the image's ENTRYPOINT (\"\" for none).")
-@click.option("--read-only", is_flag=True, help="Mount the container's root filesystem read-only.")
-@click.option("-v", "--volume", multiple=True, help="Bind mount a volume (/host:/container[:ro]).")
-@click.option("--tmpfs", multiple=True, help="Mount a tmpfs directory (PATH[:options]).")
-@click.option("--cap-add", multiple=True, help="Add Linux capabilities.")
-@click.option("--cap-drop", multiple=True, help="Drop Linux capabilities.")
-@click.option("--security-opt", multiple=True, help="Security options (no-new-privileges).")
-@click.option("--chroot", is_flag=True, help="Use chroot instead of pivot_root (runc's --no-pivot).")
-@click.option("--pull", type=click.Choice(["missing", "always", "never"]), default="missing",
-              show_default=True, help="Pull the image before running.")
-@click.option("--platform", metavar="OS/ARCH[/VARIANT]", help="Platform to pull, for a multi-platform image.")
-@click.option("--privileged", is_flag=True,
-              help="All capabilities and host devices; no seccomp, no masked paths.")
-@click.option("-m", "--memory", help="Memory limit (e.g. 32m, 1g).")
-@click.option("--memory-swap", help="Memory + swap limit; -1 for unlimited swap.")
-@click.option("--cpus", help="Number of CPUs (e.g. 0.5).")
-@click.option("-c", "--cpu-shares", type=int, help="CPU shares (relative weight).")
-@click.option("--pids-limit", type=int, help="Tune the container's pids limit (-1 for unlimited).")
-@click.option("--network", "--net", "network", default="bridge", show_default=True,
-              help="Connect to a network: bridge, none, host or a network's name.")
-@click.option("-p", "--publish", multiple=True,
-              help="Publish a container's port to the host ([IP:][HOSTPORT:]CTRPORT[/PROTO]).")
-@click.option("-P", "--publish-all", is_flag=True, help="Publish all exposed ports to random host ports.")
-@click.option("--dns", multiple=True, help="Set custom DNS servers.")
-@click.option("--add-host", multiple=True, help="Add a custom host-to-IP mapping (HOST:IP).")
+@run_flags
 @click.argument("image")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 @click.pass_context
-def run(ctx: click.Context, interactive: bool, tty: bool, detach: bool, use_init: bool,
-        remove: bool, name: str | None,
-        env: tuple[str, ...], env_file: tuple[Path, ...], workdir: str | None, user: str | None,
-        hostname: str | None, entrypoint: str | None, read_only: bool, volume: tuple[str, ...],
-        tmpfs: tuple[str, ...], cap_add: tuple[str, ...], cap_drop: tuple[str, ...],
-        security_opt: tuple[str, ...], chroot: bool, pull: str, platform: str | None, privileged: bool, memory: str | None, memory_swap: str | None,
-        cpus: str | None, cpu_shares: int | None, pids_limit: int | None,
-        network: str, publish: tuple[str, ...], publish_all: bool, dns: tuple[str, ...],
-        add_host: tuple[str, ...], image: str, command: tuple[str, ...]) -> None:
+def run(ctx: click.Context, detach: bool, image: str, command: tuple[str, ...], **flags: Any) -> None:
     """Run a command in a new container."""
     from minirun.container import lifecycle
 
     store = store_from(ctx, "run")
-    host_env = dict(os.environ)
-    env_list: list[str] = []
-    for f in env_file:
-        try:
-            text = f.read_text()
-        except OSError as e:
-            raise MinirunError(f"--env-file {f}: {e.strerror}") from None
-        env_list += parse_env_file(text, host_env, str(f))
-    env_list += expand_env(list(env), host_env)
-    nnp = False
-    seccomp: str | None = None
-    for opt in security_opt:
-        key, sep, value = opt.replace(":", "=", 1).partition("=") if opt.startswith("seccomp") \
-            else (opt, "", "")
-        if opt in ("no-new-privileges", "no-new-privileges:true", "no-new-privileges=true"):
-            nnp = True
-        elif opt in ("no-new-privileges:false", "no-new-privileges=false"):
-            pass
-        elif key == "seccomp" and sep and value:
-            seccomp = value
-        else:
-            raise MinirunError(f"unsupported --security-opt {opt!r} (supported: no-new-privileges, "
-                               "seccomp=unconfined, seccomp=PROFILE.json)")
-    opts = RunOptions(
-        command=list(command), entrypoint=entrypoint, env=env_list, workdir=workdir, user=user,
-        hostname=hostname, tty=tty, interactive=interactive, read_only=read_only,
-        volumes=list(volume), tmpfs=list(tmpfs), cap_add=list(cap_add), cap_drop=list(cap_drop),
-        no_new_privileges=nnp, chroot=chroot, name=name, remove=remove,
-        detach=detach, init=use_init, privileged=privileged, seccomp=seccomp, pull=pull,
-        platform=platform, memory=memory, memory_swap=memory_swap, cpus=cpus,
-        cpu_shares=cpu_shares, pids_limit=pids_limit,
-    )
-    opts.network, opts.publish, opts.publish_all = network, list(publish), publish_all
-    opts.dns, opts.add_hosts = list(dns), list(add_host)
+    opts = run_options(flags, list(command), detach)
+    network = opts.network
     if not detach and network not in ("none", "host"):
         from minirun.network.netlink import prewarm
 
@@ -120,6 +45,21 @@ def run(ctx: click.Context, interactive: bool, tty: bool, detach: bool, use_init
     code = lifecycle.start_detached(store, rec)
     if code is not None:  # the command could not be exec'd; the runtime said why on stderr
         ctx.exit(code)
+    click.echo(rec.id)
+
+
+@click.command(context_settings={"allow_interspersed_args": False})
+@run_flags
+@click.argument("image")
+@click.argument("command", nargs=-1, type=click.UNPROCESSED)
+@click.pass_context
+def create(ctx: click.Context, image: str, command: tuple[str, ...], **flags: Any) -> None:
+    """Create a new container (its layer, config and name) without starting it; prints
+    its ID. `minirun start` runs it."""
+    from minirun.container import lifecycle
+
+    store = store_from(ctx, "create")
+    rec = lifecycle.create(store, image, run_options(flags, list(command), detach=False), _pull_report)
     click.echo(rec.id)
 
 
@@ -207,7 +147,7 @@ def ps(ctx: click.Context, all_: bool, quiet: bool, no_trunc: bool, filters: tup
             "Names": rec.name,
         }
         if full:
-            row.update(_ps_more(rec, images.labels(rec.image_id), no_trunc))
+            row.update(_ps_more(rec, images.container_labels(rec), no_trunc))
         if template:
             row.update(_ps_methods(store, rec, images))
         rows.append(row)
@@ -241,7 +181,7 @@ def _ps_match(rec: ContainerRecord, state: str, wanted: dict[str, list[str]],
         return False
     if "ancestor" in wanted and not any(images.is_image_of(a, rec) for a in wanted["ancestor"]):
         return False
-    return "label" not in wanted or label_match(images.labels(rec.image_id), wanted["label"])
+    return "label" not in wanted or label_match(images.container_labels(rec), wanted["label"])
 
 
 def _ps_more(rec: ContainerRecord, labels: dict[str, str], no_trunc: bool) -> dict[str, Any]:
@@ -270,7 +210,7 @@ def _ps_methods(store: Store, rec: ContainerRecord, images: _Images) -> dict[str
         virtual = rw + (image.size if image is not None else 0)
         return f"{human_size(rw)} (virtual {human_size(virtual)})" if virtual else human_size(rw)
 
-    labels = images.labels(rec.image_id)
+    labels = images.container_labels(rec)
     return {"Size": Lazy(size), "Label": lambda key: labels.get(key, "")}
 
 
@@ -317,6 +257,10 @@ class _Images:
             self._labels[image_id] = {str(k): str(v) for k, v in labels.items()}
         return self._labels[image_id]
 
+    def container_labels(self, rec: ContainerRecord) -> dict[str, str]:
+        """Docker's container labels: the image's, with --label/--label-file over them."""
+        return {**self.labels(rec.image_id), **rec.options.labels}
+
     def is_image_of(self, ancestor: str, rec: ContainerRecord) -> bool:
         """``ancestor=IMAGE``: the container was made from it (by name, tag or ID)."""
         if rec.image == ancestor:
@@ -348,11 +292,12 @@ def rm(ctx: click.Context, force: bool, container: tuple[str, ...]) -> None:
 
 
 @click.command()
-@click.option("-t", "--time", "timeout", type=float, default=10.0, show_default=True,
-              help="Seconds to wait for the container to stop before killing it.")
+@click.option("-t", "--time", "timeout", type=float, default=None,
+              help="Seconds to wait for the container to stop before killing it "
+                   "(default: its --stop-timeout, or 10).")
 @click.argument("container", nargs=-1, required=True)
 @click.pass_context
-def stop(ctx: click.Context, timeout: float, container: tuple[str, ...]) -> None:
+def stop(ctx: click.Context, timeout: float | None, container: tuple[str, ...]) -> None:
     """Stop running containers: StopSignal (SIGTERM), then SIGKILL after the timeout."""
     from minirun.container import lifecycle
 
@@ -399,11 +344,12 @@ def start(ctx: click.Context, attach: bool, interactive: bool, container: tuple[
 
 
 @click.command()
-@click.option("-t", "--time", "timeout", type=float, default=10.0, show_default=True,
-              help="Seconds to wait for the container to stop before killing it.")
+@click.option("-t", "--time", "timeout", type=float, default=None,
+              help="Seconds to wait for the container to stop before killing it "
+                   "(default: its --stop-timeout, or 10).")
 @click.argument("container", nargs=-1, required=True)
 @click.pass_context
-def restart(ctx: click.Context, timeout: float, container: tuple[str, ...]) -> None:
+def restart(ctx: click.Context, timeout: float | None, container: tuple[str, ...]) -> None:
     """Restart containers (stop, then start in the background)."""
     from minirun.container import lifecycle
 

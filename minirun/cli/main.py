@@ -20,6 +20,7 @@ from minirun.errors import MinirunError, NeedsRoot
 # verb -> "module:attribute" (a click.Command), in the order `minirun --help` lists them.
 COMMANDS: dict[str, str] = {
     "run": "minirun.cli.containers:run",
+    "create": "minirun.cli.containers:create",
     "ps": "minirun.cli.containers:ps",
     "rm": "minirun.cli.containers:rm",
     "start": "minirun.cli.containers:start",

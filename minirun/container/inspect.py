@@ -8,6 +8,8 @@ import json
 from typing import Any
 
 from minirun.container.records import ContainerRecord, Containers
+from minirun.container.runflags import Device, parse_device, parse_restart, parse_ulimit
+from minirun.errors import MinirunError
 
 
 def _iso(ts: float) -> str:
@@ -57,6 +59,10 @@ def container_inspect(containers: Containers, rec: ContainerRecord) -> dict[str,
             "Image": rec.image,
             "WorkingDir": proc.get("cwd", "/"),
             "Entrypoint": opts.entrypoint,
+            "Labels": _labels(containers, rec),
+            **({"StopSignal": rec.stop_signal} if rec.stop_signal else {}),
+            **({"StopTimeout": opts.stop_timeout} if opts.stop_timeout is not None else {}),
+            **({"Healthcheck": rec.healthcheck} if rec.healthcheck else {}),
         },
         "HostConfig": {
             "Binds": opts.volumes,
@@ -68,6 +74,11 @@ def container_inspect(containers: Containers, rec: ContainerRecord) -> dict[str,
             "AutoRemove": rec.auto_remove,
             "NoPivotRoot": rec.no_pivot,
             "Init": opts.init,
+            "RestartPolicy": parse_restart(opts.restart).to_docker(),
+            "ContainerIDFile": opts.cidfile or "",
+            "Ulimits": [parse_ulimit(u).to_docker() for u in opts.ulimits] or None,
+            "Devices": [d.to_docker() for spec in opts.devices for d in _devices(spec)],
+            "Sysctls": dict(opts.sysctls) or None,
             **_resources(rec),
         },
         "NetworkSettings": _network_settings(containers, rec, status == "running"),
@@ -84,6 +95,25 @@ def container_inspect(containers: Containers, rec: ContainerRecord) -> dict[str,
         + [{"DiffID": None, "Dir": str(cdir / "init"), "Mode": "ro", "Init": True},
            {"DiffID": None, "Dir": upper, "Mode": "rw"}],
     }
+
+
+def _labels(containers: Containers, rec: ContainerRecord) -> dict[str, str]:
+    """Config.Labels: the image's labels, with --label/--label-file over them."""
+    labels: dict[str, str] = {}
+    try:
+        cfg = json.loads(containers.store.read_blob(rec.image_id)).get("config") or {}
+        labels = {str(k): str(v) for k, v in (cfg.get("Labels") or {}).items()}
+    except (MinirunError, OSError, ValueError, AttributeError):
+        pass  # the image is gone (rmi -f): the container's own labels remain
+    return {**labels, **rec.options.labels}
+
+
+def _devices(spec: str) -> list[Device]:
+    """A --device as recorded; a host node gone since create shows no entry."""
+    try:
+        return parse_device(spec)
+    except MinirunError:
+        return []
 
 
 def _resources(rec: ContainerRecord) -> dict[str, Any]:

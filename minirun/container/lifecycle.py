@@ -75,6 +75,9 @@ def image_for(store: Store, image: str, opts: RunOptions, report: Callable[[Any]
 def create(store: Store, image: str, opts: RunOptions,
            report: Callable[[Any], None] | None = None) -> ContainerRecord:
     """Prepare everything in a fresh container dir, then register the record once."""
+    if opts.cidfile and os.path.lexists(opts.cidfile):
+        raise ContainerError(f"container ID file found, make sure the other container isn't "
+                             f"running or delete {opts.cidfile}")
     img = image_for(store, image, opts, report)
     image_cfg = json.loads(store.read_blob(img.id)).get("config") or {}
     lowerdirs = [str(store.links / layer.link) for layer in reversed(img.layers)]
@@ -82,6 +85,17 @@ def create(store: Store, image: str, opts: RunOptions,
     resources = parse_resources(opts.memory, opts.memory_swap, opts.cpus, opts.cpu_shares, opts.pids_limit)
     if opts.privileged:
         resources = replace(resources, all_devices=True)
+    elif opts.devices:
+        from minirun.container.runflags import parse_device
+
+        resources = replace(resources, device_rules=[
+            d.rule() for spec in opts.devices for d in parse_device(spec)])
+    healthcheck = None
+    if opts.health or image_cfg.get("Healthcheck"):
+        from minirun.container.runflags import HealthFlags
+        from minirun.container.runflags import healthcheck as resolve_healthcheck
+
+        healthcheck = resolve_healthcheck(HealthFlags(**opts.health), image_cfg.get("Healthcheck"))
     containers = Containers(store)
     cid = containers.new_id()
     try:
@@ -124,8 +138,11 @@ def create(store: Store, image: str, opts: RunOptions,
             created=time.time(), lowerdirs=lowerdirs,
             diff_ids=[layer.diff_id for layer in reversed(img.layers)],
             auto_remove=opts.remove, no_pivot=opts.chroot, options=opts,
-            stop_signal=image_cfg.get("StopSignal"), resources=resources, network=network)
+            stop_signal=opts.stop_signal or image_cfg.get("StopSignal"), resources=resources,
+            network=network, healthcheck=healthcheck)
         containers.register(rec, opts.name)
+        if opts.cidfile:
+            _write_cidfile(opts.cidfile, cid)
         faults.point("run.record-written")
     except BaseException:
         from minirun.network import local
@@ -137,6 +154,16 @@ def create(store: Store, image: str, opts: RunOptions,
         containers.discard(cid)
         raise
     return rec
+
+
+def _write_cidfile(path: str, cid: str) -> None:
+    """--cidfile: the new container's ID, in a file that must not exist yet."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+    except OSError as e:
+        raise ContainerError(f"failed to create the container ID file {path}: {e.strerror}") from None
+    with os.fdopen(fd, "w") as f:
+        f.write(cid)
 
 
 def runtime(store: Store) -> Runtime:
@@ -478,15 +505,24 @@ def wait(store: Store, rec: ContainerRecord) -> int:
     return rec.exit_code
 
 
-def stop(store: Store, rec: ContainerRecord, timeout: float = 10.0) -> None:
-    """``stop``: the image's StopSignal (SIGTERM by default), then SIGKILL after ``timeout``.
-    A PID 1 ignores signals it has no handler for, as in Docker: use --init for that."""
+def stop_timeout(rec: ContainerRecord, timeout: float | None = None) -> float | None:
+    """How long ``stop`` waits before SIGKILL: ``-t``, else the container's --stop-timeout,
+    else 10 s; a negative value waits without a limit (None), as in Docker."""
+    if timeout is None:
+        timeout = rec.options.stop_timeout if rec.options.stop_timeout is not None else 10.0
+    return None if timeout < 0 else timeout
+
+
+def stop(store: Store, rec: ContainerRecord, timeout: float | None = None) -> None:
+    """``stop``: --stop-signal or the image's StopSignal (SIGTERM by default), then SIGKILL
+    after ``timeout`` (see :func:`stop_timeout`). A PID 1 ignores signals it has no
+    handler for, as in Docker: use --init for that."""
     containers = Containers(store)
     if not rec.alive():
         return
     sig = _signal_number(rec.stop_signal or "SIGTERM")
     kill(store, rec, sig)
-    if not _wait_exit(containers, rec, timeout):
+    if not _wait_exit(containers, rec, stop_timeout(rec, timeout)):
         with contextlib.suppress(ContainerError):
             kill(store, rec, signal.SIGKILL)
         _wait_exit(containers, rec, 10.0)

@@ -71,6 +71,8 @@ class ContainerRecord:
     supervisor_pid: int = 0
     supervisor_start: str = ""
     oom_killed: bool = False
+    # Config.Healthcheck: the image's HEALTHCHECK with the --health-* flags over it
+    healthcheck: dict[str, Any] | None = None
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> ContainerRecord:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from minirun.errors import UsageError
@@ -72,6 +72,7 @@ class Resources:
     cpu_shares: int | None = None
     pids_limit: int | None = None  # -1 or 0 = unlimited (Docker)
     all_devices: bool = False  # --privileged: the device cgroup allows every device
+    device_rules: list[dict[str, Any]] = field(default_factory=list)  # --device: allowed too
 
     @property
     def cpus(self) -> float | None:
@@ -118,6 +119,7 @@ class Resources:
             from minirun.runtime.cgroups import DEFAULT_ALLOWED_DEVICES
 
             out["devices"] += [dict(rule) for rule in DEFAULT_ALLOWED_DEVICES]
+            out["devices"] += [dict(rule) for rule in self.device_rules]
         return out
 
 

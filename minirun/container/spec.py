@@ -13,6 +13,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
+from minirun.container.runflags import parse_device, parse_ulimit
 from minirun.errors import UsageError
 
 # Docker's default capability set (moby oci/caps/defaults.go).
@@ -81,6 +82,16 @@ class RunOptions:
     cpus: str | None = None
     cpu_shares: int | None = None
     pids_limit: int | None = None
+    labels: dict[str, str] = field(default_factory=dict)  # --label/--label-file (over the image's)
+    ulimits: list[str] = field(default_factory=list)  # --ulimit NAME=SOFT[:HARD]
+    devices: list[str] = field(default_factory=list)  # --device HOST[:CTR][:rwm]
+    sysctls: dict[str, str] = field(default_factory=dict)  # --sysctl KEY=VALUE
+    stop_signal: str | None = None  # --stop-signal (over the image's StopSignal)
+    stop_timeout: int | None = None  # --stop-timeout seconds (stop's default -t)
+    restart: str = "no"  # --restart no|always|unless-stopped|on-failure[:N]
+    health: dict[str, Any] = field(default_factory=dict)  # --health-* as given (runflags.HealthFlags)
+    mounts: list[str] = field(default_factory=list)  # --mount type=...,source=,target=,...
+    cidfile: str | None = None  # --cidfile: the ID is written there at create
 
 
 def host_capabilities() -> list[str]:
@@ -282,6 +293,7 @@ def build_spec(image_cfg: dict[str, Any], opts: RunOptions, user: User, hostname
     mounts += [parse_tmpfs(t) for t in opts.tmpfs]
     mounts += [parse_volume(v) for v in opts.volumes]
     args = process_args(image_cfg, opts)
+    devices = [d for spec in opts.devices for d in parse_device(spec)]
     if opts.init:
         if not init_binary:
             raise UsageError("--init needs minirun-init (reinstall minirun: pip install . or make install)")
@@ -304,7 +316,7 @@ def build_spec(image_cfg: dict[str, Any], opts: RunOptions, user: User, hostname
             "capabilities": {"bounding": caps, "effective": caps if user.uid == 0 else [],
                              "permitted": caps if user.uid == 0 else [], "inheritable": [], "ambient": []},
             "noNewPrivileges": opts.no_new_privileges,
-            "rlimits": [],
+            "rlimits": [parse_ulimit(u).to_oci() for u in opts.ulimits],
         },
         "root": {"path": "rootfs", "readonly": opts.read_only},
         "hostname": hostname,
@@ -316,6 +328,8 @@ def build_spec(image_cfg: dict[str, Any], opts: RunOptions, user: User, hostname
             "maskedPaths": [] if opts.privileged else list(MASKED_PATHS),
             "readonlyPaths": [] if opts.privileged else list(READONLY_PATHS),
             **({"devices": host_devices()} if opts.privileged else {}),
+            **({"devices": [d.to_oci() for d in devices]} if devices and not opts.privileged else {}),
+            **({"sysctl": dict(opts.sysctls)} if opts.sysctls else {}),
             **({"seccomp": sc} if (sc := seccomp_for(opts, caps)) else {}),
         },
     }

@@ -417,18 +417,25 @@ def parse(raw: Any, bundle: str) -> Config:
     )  # fmt: skip
 
 
-def _check_sysctl(key: str, ns: set[str]) -> None:
-    where = _key("linux.sysctl", key)
+def namespaced_sysctl_problem(key: str, ns: set[str]) -> str | None:
+    """Why ``key`` may not be set in a container with namespaces ``ns``, or None: only
+    sysctls that the container's own namespaces hold (IPC's, net.*) are settable."""
     if key in _IPC_SYSCTLS or key.startswith("fs.mqueue."):
         if "ipc" not in ns:
-            raise ConfigError(f"{where}: needs an ipc namespace (it would change the host's)")
+            return "needs an ipc namespace (it would change the host's)"
     elif key.startswith("net."):
         if "network" not in ns:
-            raise ConfigError(f"{where}: needs a network namespace (it would change the host's)")
+            return "needs a network namespace (it would change the host's)"
     elif key in ("kernel.hostname", "kernel.domainname"):
-        raise ConfigError(f"{where}: set hostname/domainname in the config instead")
+        return "set hostname/domainname in the config instead"
     else:
-        raise ConfigError(f"{where}: not a namespaced sysctl; setting it would "
-                          "change the host")  # fmt: skip
-    if ".." in key.split(".") or "/" in key:
-        raise ConfigError(f"{where}: invalid name")
+        return "not a namespaced sysctl; setting it would change the host"
+    if ".." in key.split(".") or "/" in key or not key.isascii():
+        return "invalid name"
+    return None
+
+
+def _check_sysctl(key: str, ns: set[str]) -> None:
+    problem = namespaced_sysctl_problem(key, ns)
+    if problem:
+        raise ConfigError(f"{_key('linux.sysctl', key)}: {problem}")
