@@ -24,6 +24,7 @@ IMAGE: dict[str, str] = {
     "import": COMMANDS["import"],
     "layers": COMMANDS["layers"],
     "blame": COMMANDS["blame"],
+    **{verb: COMMANDS[verb] for verb in ("build",) if verb in COMMANDS},
 }
 
 CONTAINER: dict[str, str] = {
@@ -32,9 +33,11 @@ CONTAINER: dict[str, str] = {
     "rm": COMMANDS["rm"],
     "prune": "minirun.cli.prune:container_prune",
     "inspect": "minirun.cli.groups:container_inspect",
-    **{verb: COMMANDS[verb] for verb in ("start", "stop", "restart", "kill", "wait", "logs",
-                                         "stats", "exec", "diff", "port", "rename", "pause",
-                                         "unpause", "top", "commit", "export")},
+    **{verb: COMMANDS[verb] for verb in ("create", "start", "stop", "restart", "kill", "wait",
+                                         "logs", "stats", "exec", "diff", "port", "rename",
+                                         "pause", "unpause", "top", "commit", "export", "cp",
+                                         "attach")
+       if verb in COMMANDS},
 }
 
 
@@ -75,10 +78,12 @@ def _typed_inspect(kind: str) -> click.Command:
     from minirun.cli.inspect import inspect
 
     @click.command("inspect")
+    @click.option("-f", "--format", "fmt", metavar="TEMPLATE",
+                  help="Format each object with a Go template ('{{.Id}}'); json: the JSON array.")
     @click.argument("name", nargs=-1, required=True)
     @click.pass_context
-    def typed(ctx: click.Context, name: tuple[str, ...]) -> None:
-        ctx.invoke(inspect, kind=kind, name=name)
+    def typed(ctx: click.Context, fmt: str | None, name: tuple[str, ...]) -> None:
+        ctx.invoke(inspect, fmt=fmt, kind=kind, name=name)
 
     typed.help = f"Show low-level information on one or more {kind}s, as JSON."
     return typed

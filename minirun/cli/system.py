@@ -1,5 +1,5 @@
-"""``minirun system check [--repair]`` (verify the store, see minirun/image/check.py) and
-``system prune``."""
+"""``minirun system check [--repair]`` (verify the store, see minirun/image/check.py),
+``system df`` and ``system prune``."""
 
 from __future__ import annotations
 
@@ -34,6 +34,19 @@ def check(ctx: click.Context, repair: bool) -> None:
         click.echo("store is consistent")
     if left:
         ctx.exit(1)
+
+
+@system.command()
+@click.option("-v", "--verbose", is_flag=True, help="Show detailed information on space usage.")
+@click.option("--format", "fmt", default="table", metavar="table|json|TEMPLATE",
+              help="Format the output: table, json, or a Go template ('{{.Type}} {{.Size}}').")
+@click.pass_context
+def df(ctx: click.Context, verbose: bool, fmt: str) -> None:
+    """Show the disk the store uses: images (each shared layer counted once), containers,
+    volumes and build cache, with what is active and reclaimable."""
+    from minirun.cli.df import show
+
+    show(store_from(ctx, "system df"), verbose, fmt)
 
 
 system.add_command(system_prune)

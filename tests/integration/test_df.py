@@ -1,0 +1,97 @@
+"""``system df``: shared layers counted once, per-image shared/unique sizes, container
+layers, what is active and reclaimable — checked against the store's own layer records
+and files a container wrote."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from minirun import df
+from minirun.helpers import helper_binary
+from minirun.image.store import Store
+from tests.conftest import MINIRUN, store_cli
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root: real containers")
+
+if helper_binary("minirun-shim") is None:
+    pytest.skip("minirun-shim is not built (make install)", allow_module_level=True)
+
+RUN = ("--network", "none", "--pull", "never")
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory: pytest.TempPathFactory, built_images: Path) -> Iterator[Path]:
+    store = tmp_path_factory.mktemp("store")
+    env = {**os.environ, "MINIRUN_ROOT": str(store)}
+    for name in ("busybox", "busybox-extra"):
+        subprocess.run([str(MINIRUN), "load", "-q", "-i", str(built_images / name)], check=True, env=env)
+    yield store
+    ids = subprocess.run([str(MINIRUN), "ps", "-aq"], env=env, capture_output=True, text=True).stdout.split()
+    if ids:
+        subprocess.run([str(MINIRUN), "rm", "-f", *ids], env=env, capture_output=True)
+
+
+@pytest.fixture
+def mr(root: Path):  # type: ignore[no-untyped-def]
+    return store_cli({**os.environ, "MINIRUN_ROOT": str(root)})
+
+
+def test_shared_layers_counted_once(root: Path, mr) -> None:  # type: ignore[no-untyped-def]
+    store = Store(root)
+    base, extra = store.resolve("busybox"), store.resolve("busybox-extra")
+    shared = base.layers[0]
+    assert extra.layers[0].diff_id == shared.diff_id  # the premise: one layer, two images
+    du = df.usage(store)
+    images = next(s for s in du.summary if s.type == "Images")
+    assert images.total == 2
+    assert images.size == shared.size + extra.layers[1].size  # not base.size + extra.size
+    by_id = {u.image.id: u for u in du.images}
+    assert by_id[extra.id].size == extra.size
+    assert by_id[extra.id].shared == shared.size
+    assert by_id[extra.id].unique == extra.layers[1].size
+    assert by_id[base.id].unique == 0
+
+
+def test_containers_active_and_reclaimable(root: Path, mr) -> None:  # type: ignore[no-untyped-def]
+    assert mr("run", "--name", "df-stopped", *RUN, "busybox", "sh", "-c",
+              "head -c 100000 /dev/zero > /big").returncode == 0
+    assert mr("run", "-d", "--name", "df-running", *RUN, "busybox", "sleep", "60").returncode == 0
+    try:
+        du = df.usage(Store(root))
+        cont = next(s for s in du.summary if s.type == "Containers")
+        assert (cont.total, cont.active) == (2, 1)
+        stopped = next(c for c in du.containers if c.name == "df-stopped")
+        assert 100000 <= stopped.size < 110000
+        assert cont.reclaimable == stopped.size
+        images = next(s for s in du.summary if s.type == "Images")
+        extra = Store(root).resolve("busybox-extra")
+        assert images.active == 1  # busybox has containers; busybox-extra none
+        assert images.reclaimable == extra.layers[1].size  # only what no container's image uses
+
+        out = mr("system", "df").stdout.splitlines()
+        assert out[0].split() == ["TYPE", "TOTAL", "ACTIVE", "SIZE", "RECLAIMABLE"]
+        assert out[2].split()[:3] == ["Containers", "2", "1"] and "(" in out[2]
+        rows = [json.loads(line) for line in mr("system", "df", "--format", "json").stdout.splitlines()]
+        assert [r["Type"] for r in rows] == ["Images", "Containers", "Local Volumes", "Build Cache"]
+        assert mr("system", "df", "--format", "{{.Type}}={{.TotalCount}}").stdout.splitlines()[1] == "Containers=2"
+
+        verbose = mr("system", "df", "-v").stdout
+        assert "Images space usage:" in verbose and "Containers space usage:" in verbose
+        line = next(ln for ln in verbose.splitlines() if ln.startswith("busybox-extra"))
+        assert line.split()[-1] == "0"  # CONTAINERS
+        assert "SHARED SIZE" in verbose and "UNIQUE SIZE" in verbose
+        assert any(ln.endswith("df-stopped") and "100kB" in ln for ln in verbose.splitlines())
+    finally:
+        mr("rm", "-f", "df-stopped", "df-running")
+
+
+def test_empty_store(tmp_path: Path) -> None:
+    du = df.usage(Store(tmp_path / "none"))
+    assert [(s.type, s.total, s.size) for s in du.summary] == [
+        ("Images", 0, 0), ("Containers", 0, 0), ("Local Volumes", 0, 0), ("Build Cache", 0, 0)]
