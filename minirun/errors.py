@@ -115,3 +115,48 @@ class NetworkNotFound(NetworkError):
 
 class PortInUse(NetworkError):
     """A port to publish is already bound on the host (or published by another container)."""
+
+
+class DockerfileError(UsageError):
+    """A Dockerfile that cannot be parsed or built as written (the message names the line)."""
+
+    exit_code = 1
+
+
+class BuildError(MinirunError):
+    """``build`` failed: a RUN step's command failed, a COPY source is missing..."""
+
+    exit_code = 1
+
+
+class CopyError(MinirunError):
+    """``cp``: a path that cannot be copied as asked (missing, the wrong kind, read-only)."""
+
+
+class CopyPathNotFound(CopyError):
+    def __init__(self, path: str, container: str) -> None:
+        super().__init__(f"Could not find the file {path} in container {container}")
+        self.path = path
+
+
+class UnsafeArchive(CopyError):
+    """A tar for ``cp`` that names a path outside its destination, or writes through a
+    link it planted itself: refused before anything of it is written."""
+
+
+class VolumeError(MinirunError):
+    """A volume cannot be made, used or removed (see minirun/container/volumes.py)."""
+
+
+class VolumeNotFound(VolumeError):
+    def __init__(self, name: str) -> None:
+        super().__init__(f"no such volume: {name} (see 'minirun volume ls')")
+        self.name = name
+
+
+class VolumeInUse(VolumeError):
+    """``volume rm`` of a volume a container (running or not) names: Docker's message."""
+
+    def __init__(self, name: str, containers: list[str]) -> None:
+        super().__init__(f"remove {name}: volume is in use - [{' '.join(containers)}]")
+        self.containers = containers

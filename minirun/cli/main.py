@@ -47,6 +47,7 @@ COMMANDS: dict[str, str] = {
     "login": "minirun.cli.registry:login",
     "logout": "minirun.cli.registry:logout",
     "system": "minirun.cli.system:system",
+    "build": "minirun.cli.build:build",
     "commit": "minirun.cli.authoring:commit",
     "export": "minirun.cli.authoring:export",
     "import": "minirun.cli.authoring:import_",
