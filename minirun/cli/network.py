@@ -1,4 +1,4 @@
-"""Network verbs: ``network create|ls|inspect|rm|prune`` and ``port``."""
+"""Network verbs: ``network create|ls|inspect|rm|prune|connect|disconnect`` and ``port``."""
 
 from __future__ import annotations
 
@@ -104,6 +104,35 @@ def rm(ctx: click.Context, name: tuple[str, ...]) -> None:
 
     store = store_from(ctx, "network rm")
     each(ctx, name, lambda n: remove_networks(store, [n]))
+
+
+@network.command("connect")
+@click.option("--ip", metavar="IPV4", help="IPv4 address on the network (e.g. 10.89.0.10).")
+@click.option("--alias", "aliases", multiple=True, metavar="NAME",
+              help="Add a network-scoped alias for the container (repeatable).")
+@click.argument("network_name", metavar="NETWORK")
+@click.argument("container")
+@click.pass_context
+def connect(ctx: click.Context, ip: str | None, aliases: tuple[str, ...], network_name: str,
+            container: str) -> None:
+    """Connect a container to a network: a running one gets a new interface (eth1,
+    eth2...) at once, a stopped one at its next start."""
+    from minirun.network.attach import connect as do_connect
+
+    do_connect(store_from(ctx, "network connect"), network_name, container, ip=ip,
+               aliases=list(aliases))
+
+
+@network.command("disconnect")
+@click.option("-f", "--force", is_flag=True, help="Force the container to disconnect from a network.")
+@click.argument("network_name", metavar="NETWORK")
+@click.argument("container")
+@click.pass_context
+def disconnect(ctx: click.Context, force: bool, network_name: str, container: str) -> None:
+    """Disconnect a container from a network (a running one loses that interface at once)."""
+    from minirun.network.attach import disconnect as do_disconnect
+
+    do_disconnect(store_from(ctx, "network disconnect"), network_name, container, force=force)
 
 
 def _add_prune() -> None:

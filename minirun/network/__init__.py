@@ -13,5 +13,6 @@ and only inside their functions.
     ports.py    -p parsing, host port reservation, the userland proxy process
     proxy.py    that proxy: a stdlib-only program, one per container with ports
     dns.py      /etc/hosts and /etc/resolv.conf contents
-    attach.py   the API the container lifecycle calls: prepare, attach, release, reconcile
+    attach.py   the API the container lifecycle calls: prepare, attach, release, reconcile;
+                and network connect/disconnect (more networks per container: ethN)
 """

@@ -10,6 +10,14 @@
   still there, address and ports given back, other members' /etc/hosts updated.
 * ``reconcile`` (at the start of every network operation): whatever a SIGKILL left
   behind — endpoints whose owner process is dead — is released as above.
+* ``connect`` / ``disconnect`` (``network connect|disconnect``): a running container gets
+  (or loses) one more veth, ``ethN``, at once; a stopped one only has its list changed.
+
+A container is on one or more networks: the list is ``containers/<id>/networks.json``
+(absent: just the network it was run with, ``--network``), read at every start. The first
+network gets eth0, the default route and the published ports; the others eth1, eth2...
+The list is a file of its own, not part of container.json, because a container's
+supervisor rewrites its record from memory when the container exits.
 
 All state lives on disk (``ipam.State`` under ``Networks.lock``); the only in-memory
 thing is an optimisation: the sockets bound by ``prepare`` are handed to the proxy by
@@ -22,7 +30,7 @@ import contextlib
 import json
 import os
 import socket
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -40,8 +48,57 @@ def _state_path(nets: Networks) -> Path:
     return nets.root / "state.json"
 
 
-def veth_name(cid: str) -> str:
-    return "mrv" + cid[:12]  # 15 characters: IFNAMSIZ - 1
+def veth_name(cid: str, interface: str = "eth0") -> str:
+    """The host end of a container's veth: 15 characters (IFNAMSIZ - 1). eth0's is
+    ``mrv<id12>``; ethN's has an ``n`` (never a hex digit, so never another's eth0)."""
+    if interface == "eth0":
+        return "mrv" + cid[:12]
+    n = str(ipam.if_index(interface))
+    return f"mrv{cid[:11 - len(n)]}n{n}"
+
+
+# -- the networks a container is on ----------------------------------------------------------
+
+
+@dataclass
+class Attachment:
+    """One network of a container's list (``networks.json``): what ``connect`` asked for."""
+
+    network: str  # the network's name
+    ip: str = ""  # --ip: the address to have on it, else the lowest free one
+    aliases: list[str] = field(default_factory=list)  # --alias: more names for its members
+
+
+def _list_path(store: Store, cid: str) -> Path:
+    return store.containers / cid / "networks.json"
+
+
+def attachments(store: Store, cid: str, request: dict[str, Any]) -> list[Attachment]:
+    """The networks the container is on, in order (the first has eth0 and the default
+    route): its list, or without one the network it was run with."""
+    try:
+        d = json.loads(_list_path(store, cid).read_bytes())
+        return [Attachment(network=str(a["network"]), ip=str(a.get("ip") or ""),
+                           aliases=[str(x) for x in a.get("aliases") or []])
+                for a in d["networks"]]  # fmt: skip
+    except FileNotFoundError:
+        pass
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise NetworkError(f"cannot read {_list_path(store, cid)}: {e}") from None
+    mode = request.get("mode") or "none"
+    return [Attachment(network=mode)] if uses_bridge(mode) else []
+
+
+def _save_attachments(store: Store, cid: str, atts: list[Attachment]) -> None:
+    from minirun.image.store import atomic_write
+
+    data = json.dumps({"networks": [asdict(a) for a in atts]}).encode()
+    try:
+        atomic_write(_list_path(store, cid), data)
+    except FileNotFoundError:
+        from minirun.errors import ContainerNotFound
+
+        raise ContainerNotFound(cid) from None
 
 
 # -- prepare ----------------------------------------------------------------------------------
@@ -91,21 +148,32 @@ def _exposed(image_cfg: dict[str, Any]) -> list[PortMap]:
 
 
 def _allocate(store: Store, nets: Networks, cid: str, request: dict[str, Any], hosts_path: str,
-              name: str, owner: int) -> Endpoint:
-    """Address + host ports for ``cid`` under the lock; its hosts file written."""
+              name: str, owner: int, *, network: str | None = None, interface: str = "eth0",
+              default_route: bool = True, primary: bool = True, ip: str = "",
+              aliases: list[str] | None = None) -> Endpoint:
+    """Address (``ip`` if given) for ``cid`` on ``network`` (default: the one it was run
+    with) under the lock, and with ``primary`` its host ports; its hosts file written."""
     from minirun.network.ports import reserve
 
-    net = nets.get(request["mode"])
-    maps = [PortMap(**p) for p in request.get("publish", [])]
+    net = nets.get(network or request["mode"])
+    maps = [PortMap(**p) for p in request.get("publish", [])] if primary else []
     socks: list[socket.socket] = []
     with nets.lock():
         state = State.load(_state_path(nets))
         _reconcile_locked(nets, state)
-        old = state.endpoints.pop(cid, None)
+        old = state.find(cid, net.name)
         if old is not None:
+            state.drop(old)
             _teardown(old)
         used = {e.ip for e in state.on(net.name)}
-        ip = ipam.allocate_ip(net.subnet, net.gateway, used)
+        if ip:
+            ip = ipam.check_requested_ip(ip, net.subnet, net.gateway)
+            if ip in used:
+                holder = next(e for e in state.on(net.name) if e.ip == ip)
+                raise NetworkError(f"Address already in use: {ip} on network {net.name} is "
+                                   f"{holder.name or holder.container[:12]}'s")
+        else:
+            ip = ipam.allocate_ip(net.subnet, net.gateway, used)
         taken = state.used_ports()
         try:
             for pm in maps:
@@ -120,15 +188,18 @@ def _allocate(store: Store, nets: Networks, cid: str, request: dict[str, Any], h
                 s.close()
             raise
         ep = Endpoint(container=cid, network=net.name, ip=ip, mac=ipam.mac_for(ip),
-                      veth=veth_name(cid), owner_pid=owner, owner_start=ipam.start_time(owner),
+                      veth=veth_name(cid, interface), owner_pid=owner,
+                      owner_start=ipam.start_time(owner),
                       hostname=request.get("hostname") or cid[:12], name=name,
                       hosts_path=hosts_path, add_hosts=list(request.get("add_hosts", [])),
-                      ports=maps)
-        state.endpoints[cid] = ep
+                      ports=maps, interface=interface, default_route=default_route,
+                      aliases=list(aliases or []))
+        state.put(ep)
         state.save(_state_path(nets))
-        _write_hosts(state, net, ep)
-    _close_reserved(cid)
-    _reserved[cid] = socks
+        _write_hosts(nets, state, cid)
+    if primary:
+        _close_reserved(cid)
+        _reserved[cid] = socks
     return ep
 
 
@@ -146,24 +217,37 @@ def abort(store: Store, cid: str) -> None:
 
 
 def _member_line(ep: Endpoint) -> str:
-    names = [n for n in (ep.name, ep.container[:12]) if n]
+    names = [n for n in (ep.name, *ep.aliases, ep.container[:12]) if n]
     return f"{ep.ip}\t{' '.join(dict.fromkeys(names))}"
 
 
-def _write_hosts(state: State, net: Network, ep: Endpoint) -> None:
-    own_names = [ep.hostname] + ([ep.name] if ep.name and ep.name != ep.hostname else [])
-    members = [] if net.default else [_member_line(o) for o in state.on(net.name)
-                                      if o.container != ep.container and o.name]
-    dns.rewrite_in_place(ep.hosts_path, dns.hosts(f"{ep.ip}\t{' '.join(own_names)}", members,
-                                                  ep.add_hosts))
+def _write_hosts(nets: Networks, state: State, cid: str) -> None:
+    """The container's /etc/hosts: its own name at each of its addresses (eth0's first,
+    so that one is what its name resolves to inside), its --add-host lines, then the
+    other members of each user-defined network it is on."""
+    eps = state.of(cid)
+    if not eps:
+        return
+    first = eps[0]
+    own_names = " ".join(dict.fromkeys(n for n in (first.hostname, first.name) if n))
+    own = "\n".join(f"{ep.ip}\t{own_names}" for ep in eps)
+    members: list[str] = []
+    for ep in eps:
+        net = nets.find(ep.network)
+        if net is None or net.default:
+            continue
+        members += [_member_line(o) for o in state.on(net.name)
+                    if o.container != cid and (o.name or o.aliases)]
+    dns.rewrite_in_place(first.hosts_path, dns.hosts(own, list(dict.fromkeys(members)),
+                                                     first.add_hosts))
 
 
 def _refresh_members(nets: Networks, state: State, network: str) -> None:
     net = nets.find(network)
     if net is None or net.default:
         return
-    for ep in state.on(network):
-        _write_hosts(state, net, ep)
+    for cid in dict.fromkeys(ep.container for ep in state.on(network)):
+        _write_hosts(nets, state, cid)
 
 
 # -- attach -----------------------------------------------------------------------------------
@@ -193,9 +277,9 @@ def hook(store: Store, cid: str) -> Any:
     return prestart
 
 
-def attach(store: Store, cid: str, pid: int) -> Endpoint:
-    """Plug the container whose init is ``pid`` (namespaces made, not yet exec'd) into its
-    network; from here on that process owns the endpoint."""
+def attach(store: Store, cid: str, pid: int) -> list[Endpoint]:
+    """Plug the container whose init is ``pid`` (namespaces made, not yet exec'd) into
+    each network of its list; from here on that process owns the endpoints."""
     from minirun.network import netlink
     from minirun.network.ports import reserve, spawn_proxy
 
@@ -203,41 +287,79 @@ def attach(store: Store, cid: str, pid: int) -> Endpoint:
     cdir = store.containers / cid
     rec = json.loads((cdir / "container.json").read_bytes())
     request = rec.get("network") or rec["extra"]["network"]
+    name = rec.get("name", "")
+    atts = attachments(store, cid, request)
+    for att in atts:
+        nets.get(att.network)  # a network removed since: fail before anything is plugged in
+    want = {att.network: f"eth{i}" for i, att in enumerate(atts)}
+    reuse: dict[str, Endpoint] = {}
     with nets.lock():
         state = State.load(_state_path(nets))
-        ep = state.endpoints.get(cid)
-    if ep is None or ep.attached:  # released meanwhile, or a restart: allocate again
-        ep = _allocate(store, nets, cid, request, str(cdir / "hosts"), rec.get("name", ""), pid)
-    net = nets.get(ep.network)
+        stale = []
+        for ep in state.of(cid):  # what create prepared is kept if it is still eth0 of the list
+            if not ep.attached and want.get(ep.network) == ep.interface:
+                reuse[ep.network] = ep
+            else:  # a previous run's (restart), or a network disconnected before this start
+                stale.append(ep)
+                state.drop(ep)
+        if stale:
+            if any(ep.ports for ep in stale):
+                _close_reserved(cid)
+            for ep in stale:
+                _teardown(ep)
+            state.save(_state_path(nets))
+            for network in {ep.network for ep in stale}:
+                _refresh_members(nets, state, network)
+    for i, att in enumerate(atts):
+        if att.network not in reuse:
+            reuse[att.network] = _allocate(
+                store, nets, cid, request, str(cdir / "hosts"), name, pid, network=att.network,
+                interface=f"eth{i}", default_route=i == 0, primary=i == 0, ip=att.ip,
+                aliases=att.aliases)
     owner_start = ipam.start_time(pid)
+    eps: list[Endpoint] = []
     with nets.lock():
         state = State.load(_state_path(nets))
-        ep = state.endpoints.get(cid) or ep
-        ep.owner_pid, ep.owner_start, ep.name = pid, owner_start, rec.get("name", "") or ep.name
-        state.endpoints[cid] = ep
-        if not netlink.link_exists(net.bridge):
-            _bridge_up(nets, state, net)
+        for att in atts:
+            ep = state.find(cid, att.network) or reuse[att.network]
+            ep.owner_pid, ep.owner_start, ep.name = pid, owner_start, name or ep.name
+            ep.aliases = list(att.aliases)
+            state.put(ep)
+            eps.append(ep)
+            net = nets.get(ep.network)
+            if not netlink.link_exists(net.bridge):
+                _bridge_up(nets, state, net)
         state.save(_state_path(nets))
-        _refresh_members(nets, state, net.name)
-    netlink.attach_veth(net.bridge, ep.veth, pid, ep.ip, net.prefixlen, net.gateway, ep.mac,
-                        default_route_mtu())
+        for ep in eps:
+            _refresh_members(nets, state, ep.network)
+        _write_hosts(nets, state, cid)
+    mtu = default_route_mtu()
+    for ep in eps:
+        net = nets.get(ep.network)
+        netlink.attach_veth(net.bridge, ep.veth, pid, ep.ip, net.prefixlen, net.gateway, ep.mac,
+                            mtu, ep.interface, ep.default_route)
     socks = _reserved.pop(cid, None)
-    if ep.ports:
+    first = eps[0] if eps else None
+    if first is not None and first.ports:
         if socks is None:  # prepared by another process: bind again
-            socks = [reserve(PortMap(**asdict(pm))) for pm in ep.ports]
+            socks = [reserve(PortMap(**asdict(pm))) for pm in first.ports]
         try:
-            proxy = spawn_proxy(socks, ep.ports, ep.ip, pid, owner_start, str(store.root))
+            proxy = spawn_proxy(socks, first.ports, first.ip, pid, owner_start, str(store.root))
         finally:
             for s in socks:
                 s.close()
-        ep.proxy_pid, ep.proxy_start = proxy, ipam.start_time(proxy)
-    ep.attached = True
+        first.proxy_pid, first.proxy_start = proxy, ipam.start_time(proxy)
+    elif socks:
+        for s in socks:
+            s.close()
     with nets.lock():
         state = State.load(_state_path(nets))
-        if cid in state.endpoints:
-            state.endpoints[cid] = ep
-            state.save(_state_path(nets))
-    return ep
+        for ep in eps:
+            ep.attached = True
+            if state.find(cid, ep.network) is not None:
+                state.put(ep)
+        state.save(_state_path(nets))
+    return eps
 
 
 def _bridge_up(nets: Networks, state: State, net: Network) -> None:
@@ -301,29 +423,33 @@ def _gone_with_namespace(veth: str, timeout: float = 0.2) -> bool:
 
 
 def release(store: Store, cid: str, only_dead: bool = False) -> None:
-    """Give back everything ``cid`` holds on its network. Idempotent; any process. With
-    ``only_dead``, keep an endpoint a running container owns (a restarted container's)."""
+    """Give back everything ``cid`` holds on its networks. Idempotent; any process. With
+    ``only_dead``, keep endpoints a running container owns (a restarted container's)."""
     _close_reserved(cid)
     nets = Networks(store)
     if not nets.root.is_dir():
         return
     with nets.lock():
         state = State.load(_state_path(nets))
-        ep = state.endpoints.get(cid)
-        if ep is None or (only_dead and ep.attached and ipam.alive(ep.owner_pid, ep.owner_start)):
+        gone = [ep for ep in state.of(cid) if not (
+            only_dead and ep.attached and ipam.alive(ep.owner_pid, ep.owner_start))]
+        if not gone:
             return
-        del state.endpoints[cid]
+        for ep in gone:
+            state.drop(ep)
         try:
-            _teardown(ep)
+            for ep in gone:
+                _teardown(ep)
         finally:
             state.save(_state_path(nets))
-            _refresh_members(nets, state, ep.network)
+            for network in {ep.network for ep in gone}:
+                _refresh_members(nets, state, network)
 
 
 def _reconcile_locked(nets: Networks, state: State) -> bool:
     dead = [ep for ep in state.endpoints.values() if not ipam.alive(ep.owner_pid, ep.owner_start)]
     for ep in dead:
-        del state.endpoints[ep.container]
+        state.drop(ep)
         _teardown(ep)
     if dead:
         state.save(_state_path(nets))
@@ -360,40 +486,239 @@ def reconcile(store: Store, full: bool = False) -> None:
 # -- what inspect, port and network inspect show ----------------------------------------------------
 
 
-def endpoint(store: Store, cid: str) -> Endpoint | None:
-    """The live endpoint of a container, if it has one."""
+def live_endpoints(store: Store, cid: str) -> list[Endpoint]:
+    """The container's live endpoints, eth0 first."""
     nets = Networks(store)
     if not nets.root.is_dir():
-        return None
-    ep = State.load(_state_path(nets)).endpoints.get(cid)
-    if ep is None or not ipam.alive(ep.owner_pid, ep.owner_start):
-        return None
-    return ep
+        return []
+    state = State.load(_state_path(nets))
+    return [ep for ep in state.of(cid) if ipam.alive(ep.owner_pid, ep.owner_start)]
+
+
+def endpoint(store: Store, cid: str) -> Endpoint | None:
+    """The container's live endpoint with its published ports (its first network's),
+    else the one with its default route, if it has any."""
+    eps = live_endpoints(store, cid)
+    return next((e for e in eps if e.ports), None) or next(
+        (e for e in eps if e.default_route), eps[0] if eps else None)
 
 
 def settings(store: Store, cid: str, request: dict[str, Any], running: bool) -> dict[str, Any]:
-    """Docker's NetworkSettings for ``inspect``: addresses only while running, as Docker."""
+    """Docker's NetworkSettings for ``inspect``: one entry per network the container is
+    on; addresses only while running, as Docker. The top-level fields are the first
+    network's (its default route's)."""
     mode = request.get("mode") or DEFAULT_NETWORK
-    ep = endpoint(store, cid) if running and uses_bridge(mode) else None
-    net = Networks(store).find(mode) if uses_bridge(mode) else None
+    if not uses_bridge(mode):
+        return {"Bridge": "", "IPAddress": "", "IPPrefixLen": 0, "Gateway": "", "MacAddress": "",
+                "Ports": {}, "Networks": {mode: {
+                    "IPAMConfig": None, "NetworkID": "", "IPAddress": "", "IPPrefixLen": 0,
+                    "Gateway": "", "MacAddress": "", "Aliases": None, "DNSNames": None}}}
+    nets = Networks(store)
+    eps = {ep.network: ep for ep in live_endpoints(store, cid)} if running else {}
+    networks: dict[str, Any] = {}
+    atts = attachments(store, cid, request)
+    for att in atts:
+        net = nets.find(att.network)
+        ep = eps.get(att.network)
+        user = net is not None and not net.default
+        names = list(dict.fromkeys(n for n in ((ep.name if ep else ""), *att.aliases, cid[:12]) if n))
+        networks[att.network] = {
+            "IPAMConfig": {"IPv4Address": att.ip} if att.ip else None,
+            "NetworkID": net.id if net else "",
+            "IPAddress": ep.ip if ep else "",
+            "IPPrefixLen": net.prefixlen if (net and ep) else 0,
+            "Gateway": net.gateway if (net and ep) else "",
+            "MacAddress": ep.mac if ep else "",
+            "Aliases": ([*att.aliases, cid[:12]] if ep else (att.aliases or None)) if user else None,
+            "DNSNames": names if (user and ep) else None,
+        }
+    first = next((e for e in eps.values() if e.default_route), None) or next(iter(eps.values()), None)
+    fnet = nets.find(first.network) if first else None
     ports: dict[str, Any] = {}
-    if ep is not None:
-        for pm in ep.ports:
+    for e in eps.values():
+        for pm in e.ports:
             ports.setdefault(pm.key(), []).append({"HostIp": pm.host_ip, "HostPort": str(pm.host_port)})
-    ip = ep.ip if ep else ""
-    gw = net.gateway if (net and ep) else ""
-    mac = ep.mac if ep else ""
-    plen = net.prefixlen if (net and ep) else 0
+    bnet = fnet or (nets.find(atts[0].network) if atts else None)
     return {
-        "Bridge": net.bridge if net else "",
-        "IPAddress": ip, "IPPrefixLen": plen, "Gateway": gw, "MacAddress": mac,
+        "Bridge": bnet.bridge if bnet else "",
+        "IPAddress": first.ip if first else "",
+        "IPPrefixLen": fnet.prefixlen if fnet else 0,
+        "Gateway": fnet.gateway if fnet else "",
+        "MacAddress": first.mac if first else "",
         "Ports": ports,
-        "Networks": {mode: {
-            "NetworkID": net.id if net else "", "IPAddress": ip, "IPPrefixLen": plen,
-            "Gateway": gw, "MacAddress": mac,
-            "Aliases": [ep.name, cid[:12]] if (ep and not (net and net.default)) else None,
-        }},
+        "Networks": networks,
     }
+
+
+# -- network connect / disconnect --------------------------------------------------------------
+
+_HOST_CONFLICT = "container cannot be disconnected from host network or connected to host network"
+_SHARED_CONFLICT = ("container sharing network namespace with another container or host cannot "
+                    "be connected to any other network")
+_NONE_CONFLICT = ("container cannot be connected to multiple networks with one of the networks "
+                  "in private (none) mode")
+
+
+def _container(store: Store, ref: str) -> Any:
+    from minirun.container.records import Containers
+
+    return Containers(store).get(ref)
+
+
+def _next_interface(eps: list[Endpoint]) -> str:
+    used = {ep.interface for ep in eps}
+    return next(f"eth{n}" for n in range(len(used) + 1) if f"eth{n}" not in used)
+
+
+def connect(store: Store, network: str, container: str, ip: str | None = None,
+            aliases: list[str] | None = None) -> None:
+    """``network connect``: a running container gets an interface on ``network`` now (the
+    next free ethN, an address from its subnet or ``ip``, no default route unless it has
+    none), its members learn its names; a stopped one has it added to its list, for its
+    next start."""
+    rec = _container(store, container)
+    mode = (rec.network or {}).get("mode") or "none"
+    if network == "host":
+        if mode == "host":
+            raise NetworkError(f"endpoint with name {rec.name} already exists in network host")
+        raise NetworkError(_HOST_CONFLICT)
+    if mode == "host":
+        raise NetworkError(_SHARED_CONFLICT)
+    if network == "none" or mode == "none":
+        if network == mode:
+            raise NetworkError(f"endpoint with name {rec.name} already exists in network none")
+        raise NetworkError(_NONE_CONFLICT)
+    reconcile(store)
+    nets = Networks(store)
+    net = nets.default() if network == DEFAULT_NETWORK else nets.lookup(network)  # always there
+    aliases = [dns.check_alias(a) for a in dict.fromkeys(aliases or [])]
+    if net.default and ip:
+        raise UsageError("user specified IP address is supported on user defined networks only")
+    if net.default and aliases:
+        raise UsageError("network-scoped alias is supported only for containers in user defined networks")
+    if ip:
+        ip = ipam.check_requested_ip(ip, net.subnet, net.gateway)
+    att = Attachment(network=net.name, ip=ip or "", aliases=aliases)
+    with nets.lock():
+        atts = attachments(store, rec.id, rec.network or {})
+        known = any(a.network == net.name for a in atts)
+        running = rec.alive()
+        if known and not running:
+            return  # Docker: connecting a stopped container again changes nothing
+        state = State.load(_state_path(nets))
+        live = [ep for ep in state.of(rec.id) if ipam.alive(ep.owner_pid, ep.owner_start)]
+        if known or any(ep.network == net.name for ep in live):
+            raise NetworkError(f"endpoint with name {rec.name} already exists in network {net.name}")
+        if running and ip and any(e.ip == ip for e in state.on(net.name)):
+            raise NetworkError(f"Address already in use: {ip} on network {net.name}")
+        _save_attachments(store, rec.id, [*atts, att])
+    if not running:
+        return
+    try:
+        _plug(store, nets, rec, net, att, live)
+    except BaseException:
+        with nets.lock():
+            _save_attachments(store, rec.id, [a for a in attachments(store, rec.id, rec.network)
+                                              if a.network != net.name])
+        _unplug(store, nets, rec.id, net.name, rec.pid)
+        raise
+
+
+def _plug(store: Store, nets: Networks, rec: Any, net: Network, att: Attachment,
+          live: list[Endpoint]) -> None:
+    """A running container's new endpoint: allocated, then its veth, then marked."""
+    from minirun.network import netlink
+
+    pid = rec.pid
+    interface = _next_interface(live)
+    gateway_route = not any(ep.default_route for ep in live)
+    ep = _allocate(store, nets, rec.id, rec.network, str(store.containers / rec.id / "hosts"),
+                   rec.name, pid, network=net.name, interface=interface,
+                   default_route=gateway_route, primary=False, ip=att.ip, aliases=att.aliases)
+    with nets.lock():
+        state = State.load(_state_path(nets))
+        state.put(ep)
+        if not netlink.link_exists(net.bridge):
+            _bridge_up(nets, state, net)
+        state.save(_state_path(nets))
+    netlink.attach_veth(net.bridge, ep.veth, pid, ep.ip, net.prefixlen, net.gateway, ep.mac,
+                        default_route_mtu(), ep.interface, ep.default_route)
+    with nets.lock():
+        state = State.load(_state_path(nets))
+        ep.attached = True
+        state.put(ep)
+        state.save(_state_path(nets))
+        _write_hosts(nets, state, rec.id)
+        _refresh_members(nets, state, net.name)
+
+
+def _unplug(store: Store, nets: Networks, cid: str, network: str, pid: int) -> Endpoint | None:
+    """Remove a running container's endpoint on ``network`` now: its veth (the container's
+    end goes with it), address, proxy; the default route moves to the next interface."""
+    from minirun.network import netlink
+    from minirun.network.ports import stop_proxy
+
+    with nets.lock():
+        state = State.load(_state_path(nets))
+        ep = state.find(cid, network)
+        if ep is None:
+            return None
+        state.drop(ep)
+        try:
+            stop_proxy(ep.proxy_pid, ep.proxy_start)
+            netlink.delete_link(ep.veth)
+            rest = [e for e in state.of(cid) if e.attached]
+            if ep.default_route and rest and ipam.alive(pid, ep.owner_start):
+                nxt = rest[0]
+                nnet = nets.find(nxt.network)
+                if nnet is not None:
+                    netlink.set_default_route(pid, nnet.gateway)
+                    nxt.default_route = True
+                    state.put(nxt)
+        finally:
+            state.save(_state_path(nets))
+            _write_hosts(nets, state, cid)
+            _refresh_members(nets, state, network)
+    return ep
+
+
+def disconnect(store: Store, network: str, container: str, force: bool = False) -> None:
+    """``network disconnect``: a running container loses its interface on ``network`` now
+    (address, rules and names given back); a stopped one has it removed from its list.
+    ``force``: also when the network itself no longer exists."""
+    rec = _container(store, container)
+    mode = (rec.network or {}).get("mode") or "none"
+    if mode == "host" and network == "host":
+        raise NetworkError(_HOST_CONFLICT)
+    if mode == "none" and network == "none":
+        raise NetworkError("a container run with --network none cannot be disconnected from "
+                           "it (minirun); remove the container and run it on a network instead")
+    reconcile(store)
+    nets = Networks(store)
+    running = rec.alive()
+    try:
+        name = nets.lookup(network).name
+    except NetworkError:
+        if running and not force:
+            raise
+        name = network
+    with nets.lock():
+        atts = attachments(store, rec.id, rec.network or {})
+        if not running or nets.find(name) is None:
+            if not any(a.network == name for a in atts):
+                raise NetworkError(f"container {rec.id} is not connected to the network {name}")
+            _save_attachments(store, rec.id, [a for a in atts if a.network != name])
+            state = State.load(_state_path(nets))
+            if state.find(rec.id, name) is None:
+                return
+        else:
+            state = State.load(_state_path(nets))
+            ep = state.find(rec.id, name)
+            if ep is None or not ipam.alive(ep.owner_pid, ep.owner_start):
+                if not any(a.network == name for a in atts):
+                    raise NetworkError(f"container {rec.id} is not connected to network {name}")
+            _save_attachments(store, rec.id, [a for a in atts if a.network != name])
+    _unplug(store, nets, rec.id, name, rec.pid)
 
 
 # -- network create / rm / prune ---------------------------------------------------------------

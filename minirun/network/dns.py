@@ -61,6 +61,14 @@ def parse_add_host(text: str, gateway: str | None) -> str:
     return f"{ip}\t{name}"
 
 
+def check_alias(name: str) -> str:
+    """``network connect --alias NAME``: a name other members' /etc/hosts will list."""
+    if not _HOST_NAME_RE.fullmatch(name):
+        raise UsageError(f"invalid --alias {name!r} (at most 253 letters, digits, '.', '-' and "
+                         "'_', not starting with '.' or '-')")
+    return name
+
+
 def hosts(own: str | None, members: list[str], extra: list[str], base: str = BASE_HOSTS) -> str:
     """``own``: "IP\\thostname" of the container itself; ``extra``: --add-host lines;
     ``members``: the other members' lines. The first match wins (glibc and musl), so the

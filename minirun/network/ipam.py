@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from minirun.errors import NetworkError
+from minirun.errors import NetworkError, UsageError
 
 
 @dataclass
@@ -59,6 +59,9 @@ class Endpoint:
     proxy_pid: int = 0
     proxy_start: str = ""
     attached: bool = False  # the veth exists (attach ran)
+    interface: str = "eth0"  # its name inside the container (eth0, eth1... in connect order)
+    default_route: bool = True  # the container's default route goes through this one
+    aliases: list[str] = field(default_factory=list)  # ``network connect --alias``: more names
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> Endpoint:
@@ -71,7 +74,9 @@ class Endpoint:
 class State:
     """Every endpoint of a store's networks, and the firewall backend in use."""
 
-    endpoints: dict[str, Endpoint] = field(default_factory=dict)  # container ID -> endpoint
+    # key(container, network) -> endpoint; a container has one per network it is on
+    # (files written before ``network connect`` keyed its only endpoint by container ID)
+    endpoints: dict[str, Endpoint] = field(default_factory=dict)
     firewall: str | None = None  # the backend our rules were installed with, if any
 
     @classmethod
@@ -93,8 +98,36 @@ class State:
     def on(self, network: str) -> list[Endpoint]:
         return [e for e in self.endpoints.values() if e.network == network]
 
+    def of(self, cid: str) -> list[Endpoint]:
+        """The container's endpoints, eth0 first."""
+        return sorted((e for e in self.endpoints.values() if e.container == cid),
+                      key=lambda e: if_index(e.interface))
+
+    def find(self, cid: str, network: str) -> Endpoint | None:
+        return next((e for e in self.endpoints.values()
+                     if e.container == cid and e.network == network), None)
+
+    def put(self, ep: Endpoint) -> None:
+        self.drop(ep)
+        self.endpoints[key(ep.container, ep.network)] = ep
+
+    def drop(self, ep: Endpoint) -> None:
+        for k in [k for k, e in self.endpoints.items()
+                  if e.container == ep.container and e.network == ep.network]:
+            del self.endpoints[k]
+
     def used_ports(self) -> set[tuple[str, int, str]]:
         return {(p.host_ip, p.host_port, p.proto) for e in self.endpoints.values() for p in e.ports}
+
+
+def key(cid: str, network: str) -> str:
+    return f"{cid}/{network}"
+
+
+def if_index(name: str) -> int:
+    """eth3 -> 3 (the order of a container's interfaces)."""
+    digits = name[3:]
+    return int(digits) if name.startswith("eth") and digits.isdigit() else 1 << 16
 
 
 def allocate_ip(subnet: str, gateway: str, used: set[str]) -> str:
@@ -108,6 +141,26 @@ def allocate_ip(subnet: str, gateway: str, used: set[str]) -> str:
         if s not in taken:
             return s
     raise NetworkError(f"no free address left in {subnet} ({len(used)} containers use it)")
+
+
+def check_requested_ip(ip: str, subnet: str, gateway: str) -> str:
+    """``--ip``: an IPv4 host address of ``subnet`` other than its gateway (Docker's
+    messages); whether another container holds it is checked when it is allocated."""
+    try:
+        addr = ipaddress.ip_address(ip)
+    except ValueError:
+        raise UsageError(f"invalid IPv4 address: {ip}") from None
+    if not isinstance(addr, ipaddress.IPv4Address) or addr.is_unspecified:
+        raise UsageError(f"invalid IPv4 address: {ip}")
+    net = ipaddress.ip_network(subnet)
+    if addr not in net:
+        raise UsageError(f"no configured subnet or ip-range contain the IP address {ip} "
+                         f"(the network's subnet is {subnet})")
+    if net.prefixlen < 31 and addr in (net.network_address, net.broadcast_address):
+        raise UsageError(f"{ip} is the network or broadcast address of {subnet}, not a host address")
+    if str(addr) == gateway:
+        raise NetworkError(f"Address already in use: {ip} is the gateway of {subnet}")
+    return str(addr)
 
 
 def mac_for(ip: str) -> str:

@@ -111,7 +111,8 @@ def _serve(req_r: int, rep_w: int, parent: int) -> None:  # pragma: no cover - t
     with contextlib.suppress(Exception):
         _iproute()
     calls: dict[str, Callable[..., Any]] = {"ensure_bridge": _ensure_bridge,
-                                            "attach_veth": _attach_veth}  # fmt: skip
+                                            "attach_veth": _attach_veth,
+                                            "set_default_route": _set_default_route}  # fmt: skip
     with os.fdopen(req_r, "rb") as requests:
         for line in requests:
             name, args = json.loads(line)
@@ -211,17 +212,37 @@ def _socket_in_netns(pid: int) -> Any:
 
 
 def attach_veth(bridge: str, veth: str, pid: int, ip: str, prefixlen: int, gateway: str,
-                mac: str, mtu: int) -> None:
-    """veth pair: ``veth`` on ``bridge`` (host), ``eth0`` in /proc/PID/ns/net with the
-    address, up, default route via ``gateway``."""
+                mac: str, mtu: int, ifname: str = "eth0", default_route: bool = True) -> None:
+    """veth pair: ``veth`` on ``bridge`` (host), ``ifname`` in /proc/PID/ns/net with the
+    address, up, and (``default_route``) the default route via ``gateway``."""
     if _worker is not None:
-        _worker.call("attach_veth", bridge, veth, pid, ip, prefixlen, gateway, mac, mtu)
+        _worker.call("attach_veth", bridge, veth, pid, ip, prefixlen, gateway, mac, mtu, ifname,
+                     default_route)
         return
-    _attach_veth(bridge, veth, pid, ip, prefixlen, gateway, mac, mtu)
+    _attach_veth(bridge, veth, pid, ip, prefixlen, gateway, mac, mtu, ifname, default_route)
+
+
+def set_default_route(pid: int, gateway: str) -> None:
+    """The default route of /proc/PID/ns/net via ``gateway`` (after the interface that had
+    it was disconnected)."""
+    if _worker is not None:
+        _worker.call("set_default_route", pid, gateway)
+        return
+    _set_default_route(pid, gateway)
+
+
+def _set_default_route(pid: int, gateway: str) -> None:
+    IPRoute = _iproute()
+    with IPRoute(use_socket=_socket_in_netns(pid)) as c:
+        try:
+            c.route("replace", dst="0.0.0.0/0", gateway=gateway)
+        except Exception as e:
+            raise NetworkError(f"cannot set the container's default route via {gateway}: {e}") from None
 
 
 def _attach_veth(bridge: str, veth: str, pid: int, ip: str, prefixlen: int, gateway: str,
-                 mac: str, mtu: int) -> None:  # fmt: skip
+                 mac: str, mtu: int, ifname: str = "eth0",
+                 default_route: bool = True) -> None:  # fmt: skip
     IPRoute = _iproute()
     with IPRoute() as ipr:
         br = ipr.link_lookup(ifname=bridge)
@@ -229,14 +250,15 @@ def _attach_veth(bridge: str, veth: str, pid: int, ip: str, prefixlen: int, gate
             raise NetworkError(f"bridge {bridge} does not exist")
         try:
             ipr.link("add", ifname=veth, kind="veth", mtu=mtu, master=br[0],
-                     peer={"ifname": "eth0", "net_ns_pid": pid, "address": mac, "mtu": mtu})
+                     peer={"ifname": ifname, "net_ns_pid": pid, "address": mac, "mtu": mtu})
         except Exception as e:
             raise NetworkError(f"cannot create veth pair {veth}: {e}") from None
         ipr.link("set", ifname=veth, state="up")
     with IPRoute(use_socket=_socket_in_netns(pid)) as c:
-        idx = c.link_lookup(ifname="eth0")
+        idx = c.link_lookup(ifname=ifname)
         if not idx:
-            raise NetworkError("eth0 did not appear in the container's network namespace")
+            raise NetworkError(f"{ifname} did not appear in the container's network namespace")
         c.addr("add", index=idx[0], address=ip, prefixlen=prefixlen)
         c.link("set", index=idx[0], state="up")
-        c.route("add", dst="0.0.0.0/0", gateway=gateway)
+        if default_route:
+            c.route("add", dst="0.0.0.0/0", gateway=gateway)
