@@ -14,10 +14,11 @@ PYTHON     = $(shell for p in /usr/bin/python3.13 /usr/bin/python3.12 /usr/bin/p
 # firewall, so a --no-install-recommends install would not bring one).
 # podman + conmon, containerd (ctr, its runc shim), runc and crun: the real clients and
 # peers minirun-runtime is tested and benchmarked against; hyperfine times the benches;
-# pipx: the install test installs minirun with it, as users do.
+# pipx: the install test installs minirun with it, as users do; attr: getfattr, with which
+# `make demo` shows the opaque xattr of a replaced dir in a container layer.
 APT_PKGS  := python3 python3-venv python3-dev gcc make libcap-dev busybox-static zstd \
              iproute2 util-linux procps docker-registry skopeo podman conmon runc crun \
-             containerd debootstrap libseccomp2 libc6-dev nftables kmod hyperfine pipx
+             containerd debootstrap libseccomp2 libc6-dev nftables kmod hyperfine pipx attr
 PYTEST_ARGS ?=
 
 .PHONY: deps install images demo test lint bench bench-all soak fuzz clean
