@@ -48,6 +48,7 @@ COMMANDS: dict[str, str] = {
     "logout": "minirun.cli.registry:logout",
     "system": "minirun.cli.system:system",
     "build": "minirun.cli.build:build",
+    "cp": "minirun.cli.copy:cp",
     "commit": "minirun.cli.authoring:commit",
     "export": "minirun.cli.authoring:export",
     "import": "minirun.cli.authoring:import_",
