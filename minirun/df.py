@@ -10,8 +10,6 @@ layers of stopped containers, the volumes no container mounts.
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -122,36 +120,23 @@ def usage(store: Store) -> DiskUsage:
     return out
 
 
-def _has(module: str) -> bool:
-    try:
-        return importlib.util.find_spec(module) is not None
-    except ImportError:
-        return False
-
-
 def _volumes(store: Store) -> list[VolumeUsage]:
-    """Named and anonymous volumes (container/volumes.py), if this minirun has them."""
-    if not _has("minirun.container.volumes"):
-        return []
-    fn = getattr(importlib.import_module("minirun.container.volumes"), "usage", None)
-    if fn is None:
-        return []
-    return [VolumeUsage(name=str(name), size=int(size), links=int(links))
-            for name, size, links in fn(store)]
+    """Named and anonymous volumes, with how many containers mount each."""
+    from minirun.container import volumes
+
+    return [VolumeUsage(name=name, size=size, links=links) for name, size, links in volumes.usage(store)]
 
 
-def _volume_links(store: Store) -> dict[str, set[str]]:
-    """volume name -> the IDs of containers mounting it, where the volume module says."""
-    if not _has("minirun.container.volumes"):
-        return {}
-    fn = getattr(importlib.import_module("minirun.container.volumes"), "users", None)
-    return dict(fn(store)) if fn is not None else {}
+def _volume_links(store: Store) -> dict[str, list[str]]:
+    """volume name -> the IDs of the containers that mount it."""
+    from minirun.container import volumes
+
+    return volumes.users(store)
 
 
 def _build_cache(store: Store, out: DiskUsage) -> tuple[int, int, int]:
-    if not _has("minirun.image.buildcache"):
-        return 0, 0, 0
-    buildcache: Any = importlib.import_module("minirun.image.buildcache")
+    from minirun.image import buildcache
+
     entries = getattr(buildcache, "entries", None)
     if entries is not None:
         out.build_cache = list(entries(store))

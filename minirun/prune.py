@@ -10,6 +10,7 @@ one — and what a killed ``pull``/``load`` left (blobs and layers no image name
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,6 +24,7 @@ class PruneReport:
 
     containers: list[str] = field(default_factory=list)  # full IDs
     networks: list[str] = field(default_factory=list)  # names
+    volumes: list[str] = field(default_factory=list)  # names
     images: list[Removal] = field(default_factory=list)  # untagged names, deleted images/layers/blobs
     failures: list[str] = field(default_factory=list)  # one line each: what could not go, and why
     reclaimed: int = 0
@@ -87,10 +89,26 @@ def prune_images(store: Store, all_unused: bool = False, report: PruneReport | N
     return out
 
 
-def prune_system(store: Store, all_unused: bool = False) -> PruneReport:
-    """``system prune``: stopped containers, then unused networks, then images."""
+def prune_volumes(store: Store, all_unused: bool = False, labels: Sequence[str] = (),
+                  not_labels: Sequence[str] = (), report: PruneReport | None = None) -> PruneReport:
+    """Remove the volumes no container (running or not) uses: only anonymous ones unless
+    ``all_unused`` (Docker ≥ 23), and only those the label filters match."""
+    from minirun.container.volumes import prune
+
+    out = report if report is not None else PruneReport()
+    removed, freed = prune(store, all_unused, labels, not_labels)
+    out.volumes.extend(removed)
+    out.reclaimed += freed
+    return out
+
+
+def prune_system(store: Store, all_unused: bool = False, volumes: bool = False) -> PruneReport:
+    """``system prune``: stopped containers, then unused networks, then (with ``volumes``)
+    unused anonymous volumes, then images — Docker's order."""
     out = PruneReport()
     prune_containers(store, out)
     prune_networks(store, out)
+    if volumes:
+        prune_volumes(store, report=out)
     prune_images(store, all_unused, out)
     return out

@@ -26,17 +26,19 @@ def confirmed(ctx: click.Context, warning: str, force: bool) -> bool:
 
 
 def show(report: PruneReport, containers: bool = False, networks: bool = False,
-         images: bool = False) -> None:
+         images: bool = False, volumes: bool = False) -> None:
     """Docker's report: a section per kind that removed something, then the total."""
     lines: list[str] = []
     if containers and report.containers:
         lines += ["Deleted Containers:", *report.containers, ""]
     if networks and report.networks:
         lines += ["Deleted Networks:", *report.networks, ""]
+    if volumes and report.volumes:
+        lines += ["Deleted Volumes:", *report.volumes, ""]
     listed = [r for r in report.images if r.listed]
     if images and listed:
         lines += ["Deleted Images:", *(f"{r.action.lower()}: {r.what}" for r in listed), ""]
-    if containers or images:
+    if containers or images or volumes:
         lines.append(f"Total reclaimed space: {human_size(report.reclaimed)}")
     if lines:
         click.echo("\n".join(lines))
@@ -98,19 +100,22 @@ def network_prune(ctx: click.Context, force: bool) -> None:
 
 @click.command("prune")
 @click.option("-a", "--all", "all_", is_flag=True, help="Remove all unused images, not just dangling ones.")
+@click.option("--volumes", is_flag=True, help="Prune anonymous volumes.")
 @_FORCE
 @click.pass_context
-def system_prune(ctx: click.Context, all_: bool, force: bool) -> None:
-    """Remove stopped containers, unused networks and dangling (with -a: unused) images."""
+def system_prune(ctx: click.Context, all_: bool, volumes: bool, force: bool) -> None:
+    """Remove stopped containers, unused networks, dangling (with -a: unused) images and,
+    with --volumes, unused anonymous volumes."""
     from minirun.prune import prune_system
 
     store = store_from(ctx, "system prune")
     images = "all images without at least one container associated to them" if all_ else "all dangling images"
+    anonymous = "  - all anonymous volumes not used by at least one container\n" if volumes else ""
     warning = ("This will remove:\n  - all stopped containers\n"
-               "  - all networks not used by at least one container\n"
+               f"  - all networks not used by at least one container\n{anonymous}"
                f"  - {images}\n  - all blobs and layers no image refers to\n")
     if not confirmed(ctx, warning, force):
         return
-    report = prune_system(store, all_)
-    show(report, containers=True, networks=True, images=True)
+    report = prune_system(store, all_, volumes=volumes)
+    show(report, containers=True, networks=True, images=True, volumes=volumes)
     _end(ctx, report)

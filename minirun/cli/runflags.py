@@ -29,7 +29,9 @@ RUN_FLAGS: list[Callable[[Any], Any]] = [
     click.option("-h", "--hostname", help="Container host name."),
     click.option("--entrypoint", help="Overwrite the image's ENTRYPOINT (\"\" for none)."),
     click.option("--read-only", is_flag=True, help="Mount the container's root filesystem read-only."),
-    click.option("-v", "--volume", multiple=True, help="Bind mount a volume (/host:/container[:ro])."),
+    click.option("-v", "--volume", multiple=True,
+                 help="Bind mount a host dir (/host:/ctr[:ro]), a named volume (NAME:/ctr)"
+                      " or a new anonymous one (/ctr)."),
     click.option("--tmpfs", multiple=True, help="Mount a tmpfs directory (PATH[:options])."),
     click.option("--cap-add", multiple=True, help="Add Linux capabilities."),
     click.option("--cap-drop", multiple=True, help="Drop Linux capabilities."),

@@ -207,6 +207,8 @@ def make_bind_sources(volumes: list[str]) -> None:
     """Docker's -v (not --mount): a host path that does not exist is made as a directory
     (0755, root's, parents too) before the container starts, so the bind has a source."""
     for spec in volumes:
+        if ":" not in spec or not spec.startswith("/"):
+            continue  # a named or anonymous volume (container/volumes.py), not a host path
         src = parse_volume(spec)["source"]
         if os.path.lexists(src):
             continue  # whatever it is (a dangling link too): the mount will say if it is wrong
@@ -268,10 +270,12 @@ INIT_PATH = "/dev/init"  # where --init's PID 1 appears (Docker: /sbin/docker-in
 
 
 def build_spec(image_cfg: dict[str, Any], opts: RunOptions, user: User, hostname: str,
-               etc_files: dict[str, str], init_binary: str | None = None) -> dict[str, Any]:
+               etc_files: dict[str, str], init_binary: str | None = None,
+               volume_mounts: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """The OCI runtime spec. ``etc_files`` maps /etc/hosts etc. to host files to bind;
-    ``init_binary`` is the host's minirun-init, used with --init. The image config's
-    fields are type-checked first (ManifestError names a bad one)."""
+    ``init_binary`` is the host's minirun-init, used with --init; ``volume_mounts``: the
+    -v/--mount/image-VOLUME mounts container/volumes.py resolved (None: -v binds only).
+    The image config's fields are type-checked first (ManifestError names a bad one)."""
     from minirun.image.oci import check_run_config
 
     image_cfg = check_run_config(image_cfg)
@@ -288,10 +292,14 @@ def build_spec(image_cfg: dict[str, Any], opts: RunOptions, user: User, hostname
         for m in mounts:
             if m["destination"].startswith("/sys"):
                 m["options"] = [o for o in m["options"] if o != "ro"]
-    mounts += [{"destination": dst, "type": "bind", "source": src, "options": ["rbind", "rprivate", "rw"]}
-               for dst, src in etc_files.items()]
-    mounts += [parse_tmpfs(t) for t in opts.tmpfs]
-    mounts += [parse_volume(v) for v in opts.volumes]
+    user_mounts: list[dict[str, Any]] = [
+        {"destination": dst, "type": "bind", "source": src, "options": ["rbind", "rprivate", "rw"]}
+        for dst, src in etc_files.items()]
+    user_mounts += [parse_tmpfs(t) for t in opts.tmpfs]
+    user_mounts += volume_mounts if volume_mounts is not None else [parse_volume(v) for v in opts.volumes]
+    # parents before children, as Docker sorts them: -v vol:/etc, then /etc/hosts over it
+    user_mounts.sort(key=lambda m: os.path.normpath(m["destination"]).count("/"))
+    mounts += user_mounts
     args = process_args(image_cfg, opts)
     devices = [d for spec in opts.devices for d in parse_device(spec)]
     if opts.init:

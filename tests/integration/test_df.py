@@ -95,3 +95,34 @@ def test_empty_store(tmp_path: Path) -> None:
     du = df.usage(Store(tmp_path / "none"))
     assert [(s.type, s.total, s.size) for s in du.summary] == [
         ("Images", 0, 0), ("Containers", 0, 0), ("Local Volumes", 0, 0), ("Build Cache", 0, 0)]
+
+
+def test_volumes_active_and_reclaimable(root: Path, mr) -> None:  # type: ignore[no-untyped-def]
+    assert mr("volume", "create", "df-used").returncode == 0
+    assert mr("volume", "create", "df-idle").returncode == 0
+    try:
+        assert mr("run", "--name", "df-vol", "-v", "df-used:/data", *RUN, "busybox", "sh", "-c",
+                  "head -c 50000 /dev/zero > /data/f").returncode == 0
+        assert mr("run", "--rm", "-v", "df-idle:/data", *RUN, "busybox", "sh", "-c",
+                  "head -c 20000 /dev/zero > /data/f").returncode == 0
+        du = df.usage(Store(root))
+        vols = next(s for s in du.summary if s.type == "Local Volumes")
+        assert (vols.total, vols.active) == (2, 1)
+        assert vols.size == 70000 and vols.reclaimable == 20000
+        assert next(c for c in du.containers if c.name == "df-vol").volumes == 1
+        verbose = mr("system", "df", "-v").stdout
+        assert any(ln.split() == ["df-used", "1", "50kB"] for ln in verbose.splitlines())
+    finally:
+        mr("rm", "-f", "df-vol")
+        mr("volume", "rm", "df-used", "df-idle")
+
+
+def test_build_cache_row(root: Path, mr, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    (tmp_path / "Containerfile").write_text("FROM busybox\nRUN echo cached > /f\n")
+    r = mr("build", "-q", "--network", "none", "-t", "df-built", str(tmp_path))
+    assert r.returncode == 0, r.stderr
+    try:
+        cache = next(s for s in df.usage(Store(root)).summary if s.type == "Build Cache")
+        assert cache.total >= 1 and cache.size > 0
+    finally:
+        mr("rmi", "df-built")
