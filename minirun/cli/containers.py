@@ -95,7 +95,7 @@ _PS_HEADERS: dict[str, Any] = {
     "Names": "NAMES", "Labels": "LABELS", "Label": lambda *_: "LABEL", "Mounts": "MOUNTS",
     "Networks": "NETWORKS", "LocalVolumes": "LOCAL VOLUMES",
 }
-_PS_FILTERS = ("status", "name", "id", "ancestor", "label", "exited")
+_PS_FILTERS = ("status", "name", "id", "ancestor", "label", "exited", "volume", "health")
 _STATES = ("created", "restarting", "running", "removing", "paused", "exited", "dead")
 
 
@@ -104,7 +104,7 @@ _STATES = ("created", "restarting", "running", "removing", "paused", "exited", "
 @click.option("-q", "--quiet", is_flag=True, help="Only display container IDs.")
 @click.option("--no-trunc", is_flag=True, help="Don't truncate output.")
 @click.option("-f", "--filter", "filters", multiple=True, metavar="KEY=VALUE",
-              help="Filter: status=, name=, id=, ancestor=, label=, exited= (repeatable).")
+              help="Filter: status=, name=, id=, ancestor=, label=, exited=, volume= (repeatable).")
 @click.option("--format", "fmt", default="table", metavar="table|json|TEMPLATE", help=FORMAT_HELP)
 @click.pass_context
 def ps(ctx: click.Context, all_: bool, quiet: bool, no_trunc: bool, filters: tuple[str, ...],
@@ -123,6 +123,10 @@ def ps(ctx: click.Context, all_: bool, quiet: bool, no_trunc: bool, filters: tup
     for value in wanted.get("exited", []):
         if not value.lstrip("-").isdigit():
             raise UsageError(f"invalid filter 'exited={value}' (an exit code)")
+    for value in wanted.get("health", []):
+        if value not in ("starting", "healthy", "unhealthy", "none"):
+            raise UsageError(f"unrecognised filter value for health: {value} "
+                             "(starting, healthy, unhealthy or none)")
     for value in wanted.get("status", []):
         if value not in _STATES:
             raise UsageError(f"invalid filter 'status={value}' (one of {', '.join(_STATES)})")
@@ -135,7 +139,7 @@ def ps(ctx: click.Context, all_: bool, quiet: bool, no_trunc: bool, filters: tup
     for rec in Containers(store).all():
         status = rec.status_text(now)
         state = "paused" if status.endswith("(Paused)") else rec.effective_status()
-        if not all_ and state not in ("running", "paused"):
+        if not all_ and state not in ("running", "paused", "restarting"):
             continue
         if wanted and not _ps_match(rec, state, wanted, images):
             continue
@@ -172,6 +176,12 @@ def _ps_match(rec: ContainerRecord, state: str, wanted: dict[str, list[str]],
 
     if "status" in wanted and state not in wanted["status"]:
         return False
+    if "health" in wanted:
+        from minirun.container.health import filter_status
+        from minirun.container.records import Containers
+
+        if filter_status(Containers(images.store), rec) not in wanted["health"]:
+            return False
     if "name" in wanted and not search("name", "/" + rec.name, rec.name):
         return False
     if "id" in wanted and not search("id", rec.id):
@@ -181,6 +191,11 @@ def _ps_match(rec: ContainerRecord, state: str, wanted: dict[str, list[str]],
         return False
     if "ancestor" in wanted and not any(images.is_image_of(a, rec) for a in wanted["ancestor"]):
         return False
+    if "volume" in wanted:  # a volume's name or a mount point (container/volumes.py)
+        from minirun.container.volumes import uses_volume
+
+        if not uses_volume(images.store, rec.id, wanted["volume"]):
+            return False
     return "label" not in wanted or label_match(images.container_labels(rec), wanted["label"])
 
 
@@ -282,13 +297,14 @@ def _each(ctx: click.Context, verb: str, names: tuple[str, ...],
 
 @click.command()
 @click.option("-f", "--force", is_flag=True, help="Force the removal of a running container (SIGKILL).")
+@click.option("-v", "--volumes", is_flag=True, help="Remove anonymous volumes associated with the container.")
 @click.argument("container", nargs=-1, required=True)
 @click.pass_context
-def rm(ctx: click.Context, force: bool, container: tuple[str, ...]) -> None:
+def rm(ctx: click.Context, force: bool, volumes: bool, container: tuple[str, ...]) -> None:
     """Remove one or more containers (and their container layers)."""
     from minirun.container import lifecycle
 
-    _each(ctx, "rm", container, lambda store, rec: lifecycle.remove(store, rec, force=force))
+    _each(ctx, "rm", container, lambda store, rec: lifecycle.remove(store, rec, force=force, volumes=volumes))
 
 
 @click.command()
@@ -329,14 +345,21 @@ def start(ctx: click.Context, attach: bool, interactive: bool, container: tuple[
     if attach or interactive:
         if len(container) != 1:
             raise MinirunError("you cannot start and attach multiple containers at once")
+        from minirun.cli.attach import exit_status
+        from minirun.container.attach import start_attached
+
         store = store_from(ctx, "start")
         rec = Containers(store).get(container[0])
-        ctx.exit(lifecycle.start(store, rec, stdin_open=interactive))
+        with _manual_start(store, rec):  # the restart policy applies again (Docker)
+            pass
+        # through the shim, as `run -d`, then attached: its output is logged too
+        ctx.exit(exit_status(start_attached(store, rec, stdin=interactive)))
 
     def go(store: Store, rec: ContainerRecord) -> None:
         if rec.alive():
             return  # Docker: starting a running container is a no-op
-        code = lifecycle.start_detached(store, rec)
+        with _manual_start(store, rec):
+            code = lifecycle.start_detached(store, rec)
         if code is not None:
             raise MinirunError(f"container {rec.name}: its command could not be run (exit status {code})")
 
@@ -355,9 +378,13 @@ def restart(ctx: click.Context, timeout: float | None, container: tuple[str, ...
 
     def go(store: Store, rec: ContainerRecord) -> None:
         lifecycle.stop(store, rec, timeout)
-        code = lifecycle.start_detached(store, rec)
+        with _manual_start(store, rec):
+            code = lifecycle.start_detached(store, rec)
         if code is not None:
             raise MinirunError(f"container {rec.name}: its command could not be run (exit status {code})")
+        from minirun import events
+
+        events.container(store, rec, "restart")
 
     _each(ctx, "restart", container, go)
 
@@ -455,6 +482,22 @@ def cleanup(ctx: click.Context, container: str, pid: int) -> None:
     except MinirunError:
         return  # removed meanwhile (rm -f)
     lifecycle.finish(store, rec, None, pid)
+    if rec.options.restart != "no":  # this process keeps the restart policy (back-off, start)
+        from minirun.container import restart
+
+        restart.after_exit(store, rec.id)
+
+
+def _manual_start(store: Store, rec: ContainerRecord) -> Any:
+    """A user's start: the restart policy applies again and RestartCount is 0 (Docker);
+    no restarter starts the container meanwhile."""
+    import contextlib
+
+    if rec.options.restart == "no":
+        return contextlib.nullcontext()
+    from minirun.container import restart
+
+    return restart.manual_start(store, rec)
 
 
 @click.command()

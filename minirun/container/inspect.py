@@ -36,16 +36,19 @@ def container_inspect(containers: Containers, rec: ContainerRecord) -> dict[str,
         "Args": rec.args[1:],
         "State": {
             # Docker: a paused container is still Running, with Status "paused"
-            "Status": "paused" if paused else status, "Running": status == "running",
-            "Paused": paused,
+            # a restarting one is Running too (moby's SetRestarting), with the last exit
+            "Status": "paused" if paused else status, "Running": status in ("running", "restarting"),
+            "Paused": paused, "Restarting": status == "restarting",
             "Pid": rec.pid if status == "running" else 0,
-            "ExitCode": rec.exit_code if status == "exited" and rec.status == "exited" else (
+            "ExitCode": rec.exit_code if status in ("exited", "restarting") and rec.status == "exited" else (
                 255 if status == "exited" else 0),
             "OOMKilled": rec.oom_killed,
             "StartedAt": _iso(rec.started_at), "FinishedAt": _iso(rec.finished_at),
+            **_health(containers, rec),
         },
         "Image": rec.image_id,
         "Name": "/" + rec.name,
+        "RestartCount": _restart_count(containers, rec),
         "HostnamePath": str(cdir / "hostname"),
         "HostsPath": str(cdir / "hosts"),
         "ResolvConfPath": str(cdir / "resolv.conf"),
@@ -81,6 +84,7 @@ def container_inspect(containers: Containers, rec: ContainerRecord) -> dict[str,
             "Sysctls": dict(opts.sysctls) or None,
             **_resources(rec),
         },
+        "Mounts": _mounts(containers, rec),
         "NetworkSettings": _network_settings(containers, rec, status == "running"),
         "GraphDriver": {
             "Name": "overlay",
@@ -95,6 +99,25 @@ def container_inspect(containers: Containers, rec: ContainerRecord) -> dict[str,
         + [{"DiffID": None, "Dir": str(cdir / "init"), "Mode": "ro", "Init": True},
            {"DiffID": None, "Dir": upper, "Mode": "rw"}],
     }
+
+
+def _restart_count(containers: Containers, rec: ContainerRecord) -> int:
+    """The restarts its --restart policy made since the user last started it."""
+    if rec.options.restart in ("", "no"):
+        return 0
+    from minirun.container.restart import restart_count
+
+    return restart_count(containers, rec)
+
+
+def _health(containers: Containers, rec: ContainerRecord) -> dict[str, Any]:
+    """State.Health {Status, FailingStreak, Log}, for a container with a health check."""
+    if not rec.healthcheck:
+        return {}
+    from minirun.container.health import inspect_health
+
+    health = inspect_health(containers, rec)
+    return {"Health": health} if health is not None else {}
 
 
 def _labels(containers: Containers, rec: ContainerRecord) -> dict[str, str]:
@@ -138,3 +161,10 @@ def _network_settings(containers: Containers, rec: ContainerRecord, running: boo
 
     request = rec.network or {"mode": "none"}
     return settings(containers.store, rec.id, request, running)
+
+
+def _mounts(containers: Containers, rec: ContainerRecord) -> list[dict[str, Any]]:
+    """Docker's Mounts: each -v, --mount and image-VOLUME mount (container/volumes.py)."""
+    from minirun.container.volumes import inspect_mounts
+
+    return inspect_mounts(containers.store, rec.id)

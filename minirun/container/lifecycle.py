@@ -19,7 +19,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from minirun import faults
+from minirun import events, faults
 from minirun.container.records import ContainerRecord, Containers, process_start_time
 from minirun.container.resources import engine_path, parse_resources
 from minirun.container.spec import RunOptions, build_spec, make_bind_sources
@@ -78,8 +78,18 @@ def create(store: Store, image: str, opts: RunOptions,
     if opts.cidfile and os.path.lexists(opts.cidfile):
         raise ContainerError(f"container ID file found, make sure the other container isn't "
                              f"running or delete {opts.cidfile}")
+    mount_reqs = None
+    if opts.volumes or opts.mounts:  # -v/--mount errors before anything is made
+        from minirun.container import volumes as vols
+
+        mount_reqs = vols.requests(opts.volumes, opts.mounts)
     img = image_for(store, image, opts, report)
     image_cfg = json.loads(store.read_blob(img.id)).get("config") or {}
+    mount_plan = None
+    if mount_reqs is not None or image_cfg.get("Volumes"):  # and the image's VOLUMEs
+        from minirun.container import volumes as vols
+
+        mount_plan = vols.plan(mount_reqs or [], opts.tmpfs, image_cfg)
     lowerdirs = [str(store.links / layer.link) for layer in reversed(img.layers)]
     user = resolve_user(opts.user or image_cfg.get("User") or None, lowerdirs)
     resources = parse_resources(opts.memory, opts.memory_swap, opts.cpus, opts.cpu_shares, opts.pids_limit)
@@ -98,6 +108,7 @@ def create(store: Store, image: str, opts: RunOptions,
         healthcheck = resolve_healthcheck(HealthFlags(**opts.health), image_cfg.get("Healthcheck"))
     containers = Containers(store)
     cid = containers.new_id()
+    points: list[Any] = []
     try:
         cdir = containers.dir(cid)
         for d in ("upper", "work", "rootfs"):
@@ -124,7 +135,14 @@ def create(store: Store, image: str, opts: RunOptions,
                 resolv_path=cdir / "resolv.conf")
         etc = {f"/etc/{n}": str(cdir / n) for n in ("hostname", "hosts", "resolv.conf")}
         make_bind_sources(opts.volumes)  # Docker: -v makes a missing host dir (a failure is create's)
-        spec = build_spec(image_cfg, opts, user, hostname, etc, helper_binary("minirun-init"))
+        volume_mounts = None
+        if mount_plan is not None:  # volumes made (or filled from the image) and recorded
+            from minirun.container import volumes as vols
+
+            points = vols.prepare(store, cid, mount_plan, [str(cdir / "init"), *lowerdirs])
+            volume_mounts = vols.spec_mounts(points)
+        spec = build_spec(image_cfg, opts, user, hostname, etc, helper_binary("minirun-init"),
+                          volume_mounts=volume_mounts)
         # compiled seccomp programs are cached in the store: the next container with the
         # same profile and capabilities loads one in ~0.4 ms instead of ~20 ms
         spec["annotations"] = {SECCOMP_CACHE_ANNOTATION: str(store.root / "cache" / "seccomp")}
@@ -152,7 +170,12 @@ def create(store: Store, image: str, opts: RunOptions,
 
             net.release(store, cid)  # what prepare allocated, if it got that far
         containers.discard(cid)
+        if points:  # the anonymous volumes made for it
+            from minirun.container import volumes as vols
+
+            vols.drop_anonymous(store, points)
         raise
+    events.container(store, rec, "create")
     return rec
 
 
@@ -209,6 +232,11 @@ def _mark_started(containers: Containers, rec: ContainerRecord, pid: int) -> Non
     with contextlib.suppress(FileNotFoundError):
         containers.exit_file(rec.id).unlink()
     containers.save(rec)
+    events.container(containers.store, rec, "start")
+    if rec.healthcheck:  # its checker (container/health.py), for this run
+        from minirun.container import health
+
+        health.spawn(containers.store, rec)
 
 
 def start(store: Store, rec: ContainerRecord, stdin_open: bool) -> int:
@@ -220,29 +248,44 @@ def start(store: Store, rec: ContainerRecord, stdin_open: bool) -> int:
     if rec.alive():
         raise ContainerError(f"container {rec.name} is already running")
     bundle, rootfs = _bundle(containers, rec)
-
-    def started(pid: int) -> None:
-        # this minirun is the container's supervisor: while it lives, readers wait for
-        # it to record the exit status instead of guessing one
-        _mark_started(containers, rec, pid)
-        faults.point("run.process-started")
-
     rt = _fresh_runtime(store, rec)
     devnull = None
     if not stdin_open:  # without -i the container reads EOF, with or without a tty
         devnull = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+    # the log, as a shim keeps it (Docker logs attached runs too): the container writes
+    # pipes (with a tty, the pty relay does) that a thread copies to our stdout/stderr
+    # and into containers/<id>/container.log
+    from minirun.container.logs import Tee
+    from minirun.runtime.child import FORWARDED_SIGNALS
+
+    tee = Tee(containers.log_file(rec.id), (("stdout", 1),) if rec.options.tty else (("stdout", 1), ("stderr", 2)))
+    stdio = rtmod.Stdio(stdin=devnull, stdout=tee.fd("stdout"),
+                        stderr=None if rec.options.tty else tee.fd("stderr"))
+
+    def started(pid: int) -> None:
+        # this minirun is the container's supervisor: while it lives, readers wait for
+        # it to record the exit status instead of guessing one
+        tee.start(block=FORWARDED_SIGNALS)  # the main thread's handlers forward signals
+        _mark_started(containers, rec, pid)
+        faults.point("run.process-started")
+
     code = 125
     try:
         code = rt.run(rec.id, bundle, rootfs=rootfs, no_pivot=rec.no_pivot, keep=True,
-                      stdio=rtmod.Stdio(stdin=devnull), on_start=started,
+                      stdio=stdio, on_start=started,
                       prestart=_network_hook(store, rec), die_with_parent=True)
     except CommandNotRunnable as e:
         os.write(2, f"minirun: {e}\n".encode())
         code = e.code
     finally:
+        tee.finish()
         if devnull is not None:
             os.close(devnull)
         finish(store, rec, code)
+    if rec.options.restart != "no":  # Docker: restarted in the background after this first run
+        from minirun.container import restart
+
+        restart.after_foreground_exit(store, rec)
     return code
 
 
@@ -260,12 +303,20 @@ def finish(store: Store, rec: ContainerRecord, code: int | None, pid: int | None
         code, finished = containers.read_exit(rec.id) or (137, finished)
     rec.status, rec.exit_code, rec.finished_at, rec.pid = "exited", code, finished, 0
     rec.oom_killed = containers.oom_killed(rec)  # before the runtime deletes the cgroup
+    if rec.oom_killed:
+        events.container(store, rec, "oom")
+    events.container(store, rec, "die", exitCode=str(code),
+                     execDuration=str(int(max(0.0, finished - rec.started_at)) if rec.started_at else 0))
     _release_network(store, rec)
     _delete_runtime_state(store, rec, ended)
     if rec.auto_remove:
         remove(store, rec, force=True)
     elif containers.dir(rec.id).is_dir():
         containers.save(rec)
+
+
+# the shim's attach socket, in the container's dir (minirun/shim/shim.c has its protocol)
+ATTACH_SOCKET = "attach.sock"
 
 
 def shim_binary() -> str:
@@ -276,17 +327,21 @@ def shim_binary() -> str:
     return path
 
 
-def start_detached(store: Store, rec: ContainerRecord) -> int | None:
+def start_detached(store: Store, rec: ContainerRecord, attach_wait: float = 0.0) -> int | None:
     """Start the container in the background, watched by minirun-shim; returns None once
     it runs, or the exit status when its command could not be exec'd (127/126).
 
     minirun forks a monitor that creates and starts the container through the runtime
     (so the container init is the monitor's child) and then exec()s minirun-shim in its
     own place: the shim keeps the pid, waits for its child, copies its output to the log
-    and writes its exit status."""
+    and to attached clients (``attach.sock``), and writes its exit status. It reports
+    "OK" once its attach socket listens. ``attach_wait``: seconds the shim waits for a
+    first client before it copies any output (``start -a`` attaches right after, and
+    sees everything)."""
     containers = Containers(store)
     if rec.alive():
         raise ContainerError(f"container {rec.name} is already running")
+    _after_previous_run(containers, rec)
     shim = shim_binary()
     bundle, rootfs = _bundle(containers, rec)
     log = containers.log_file(rec.id)
@@ -294,7 +349,7 @@ def start_detached(store: Store, rec: ContainerRecord) -> int | None:
     pid = os.fork()
     if pid == 0:  # pragma: no cover - the monitor: reports through status_w, never returns
         os.close(status_r)
-        _monitor(store, rec, bundle, rootfs, shim, str(log), status_w)
+        _monitor(store, rec, bundle, rootfs, shim, str(log), status_w, attach_wait)
     os.close(status_w)
     with os.fdopen(status_r, "rb") as f:
         report = f.read().decode(errors="replace")
@@ -310,9 +365,30 @@ def start_detached(store: Store, rec: ContainerRecord) -> int | None:
     raise ContainerError(detail or "the container's monitor died before it started the container")
 
 
+def _after_previous_run(containers: Containers, rec: ContainerRecord) -> None:
+    """The previous run's supervisor (its shim, then the cleanup the shim execs) may still
+    be recording that run's end: wait for it (15 s at most), so that it cannot overwrite
+    the record of the run we start; ``rec`` is then updated to what it recorded."""
+    pid = rec.supervisor_pid
+    if not pid or pid == os.getpid() or process_start_time(pid) != rec.supervisor_start:
+        return
+    try:
+        pidfd = os.pidfd_open(pid)
+    except OSError:
+        return
+    try:
+        if process_start_time(pid) == rec.supervisor_start:  # the pid was not reused meanwhile
+            import select
+
+            select.select([pidfd], [], [], 15.0)
+    finally:
+        os.close(pidfd)
+    vars(rec).update(vars(containers.get(rec.id)))
+
+
 def _monitor(store: Store, rec: ContainerRecord, bundle: str, rootfs: OverlayRootfs,
-             shim: str, log: str, status_w: int) -> None:
-    """The forked monitor: create and start, report, become the shim. Never returns."""
+             shim: str, log: str, status_w: int, attach_wait: float = 0.0) -> None:
+    """The forked monitor: create and start, become the shim (which reports). Never returns."""
     from minirun import runtime as rtmod
     from minirun.runtime.supervise import CommandNotRunnable, receive_master
 
@@ -333,6 +409,9 @@ def _monitor(store: Store, rec: ContainerRecord, bundle: str, rootfs: OverlayRoo
         err_r, err_w = os.pipe()
         rt = _fresh_runtime(store, rec)
         terminal = rec.options.tty
+        # -i without a tty: the container reads a pipe whose write end the shim holds
+        # (attached clients' input goes there); without -i it reads /dev/null
+        in_r, in_w = os.pipe() if rec.options.interactive and not terminal else (0, -1)
         psock = csock = None
         if terminal:
             import socket
@@ -341,7 +420,7 @@ def _monitor(store: Store, rec: ContainerRecord, bundle: str, rootfs: OverlayRoo
         try:
             created = rt.create(rec.id, bundle, rootfs=rootfs, no_pivot=rec.no_pivot,
                                 console=csock, die_with_parent=True,
-                                stdio=rtmod.Stdio(stdin=0, stdout=out_w, stderr=err_w),
+                                stdio=rtmod.Stdio(stdin=in_r, stdout=out_w, stderr=err_w),
                                 prestart=_network_hook(store, rec))
         except CommandNotRunnable as e:
             finish(store, rec, e.code)
@@ -354,21 +433,33 @@ def _monitor(store: Store, rec: ContainerRecord, bundle: str, rootfs: OverlayRoo
         rt.start(rec.id)
         os.close(out_w)
         os.close(err_w)
+        if in_w >= 0:
+            os.close(in_r)
         containers = Containers(store)
         if master is not None:  # a tty: its master carries stdout and stderr
             os.close(out_r)
             out_r = master
             os.close(err_r)
             err_r = -1
+            if rec.options.interactive:
+                in_w = master
         _mark_started(containers, rec, created.pid)
-        os.write(status_w, b"OK")
-        os.close(status_w)
-        for fd in (out_r, err_r):
+        for fd in (out_r, err_r, in_w, status_w):
             if fd >= 0:
                 os.set_inheritable(fd, True)
         cleanup = [sys.executable, "-m", "minirun", "--root", str(store.root), "_cleanup", rec.id,
                    str(created.pid)]
-        os.execv(shim, [shim, str(created.pid), str(containers.exit_file(rec.id)), log,
+        flags = ["-S", str(containers.dir(rec.id) / ATTACH_SOCKET), "-r", str(status_w)]
+        if in_w >= 0:
+            flags += ["-i", str(in_w)]
+            if rec.options.interactive and not rec.options.detach:
+                flags.append("-o")  # Docker's StdinOnce: an attached run -i
+        if terminal:
+            flags.append("-t")
+        if attach_wait > 0:
+            flags += ["-w", str(int(attach_wait * 1000))]
+        # the shim says "OK" on status_w once its attach socket listens
+        os.execv(shim, [shim, *flags, str(created.pid), str(containers.exit_file(rec.id)), log,
                         str(out_r), str(err_r), "--", *cleanup])
     except BaseException as e:
         with contextlib.suppress(OSError):
@@ -390,9 +481,15 @@ def run(store: Store, image: str, opts: RunOptions, report: Callable[[Any], None
     return start(store, rec, stdin_open=opts.interactive)
 
 
-def remove(store: Store, rec: ContainerRecord, force: bool = False) -> None:
-    """``rm``: a running container only with force (SIGKILL, then wait for its end)."""
+def remove(store: Store, rec: ContainerRecord, force: bool = False, volumes: bool = False) -> None:
+    """``rm``: a running container only with force (SIGKILL, then wait for its end).
+    ``volumes`` (``rm -v``; always for a --rm container, as Docker): its anonymous volumes
+    go too, unless another container uses them; named volumes always stay."""
     containers = Containers(store)
+    if rec.options.restart != "no":  # a pending restart cancelled, none after the kill
+        from minirun.container import restart
+
+        rec = restart.before_remove(store, rec, force)
     if rec.alive():
         if not force:
             raise ContainerError(f"cannot remove container {rec.name}: it is running "
@@ -400,7 +497,17 @@ def remove(store: Store, rec: ContainerRecord, force: bool = False) -> None:
         kill(store, rec, signal.SIGKILL)
         _wait_exit(containers, rec, 10.0)
     release(store, rec)
+    points: list[Any] = []
+    if (volumes or rec.auto_remove) and os.path.exists(containers.dir(rec.id) / "mounts.json"):
+        from minirun.container import volumes as vols
+
+        points = vols.mounts_of(store, rec.id)
     containers.discard(rec.id, rec.name)
+    events.container(store, rec, "destroy")
+    if points:
+        from minirun.container import volumes as vols
+
+        vols.drop_anonymous(store, points)
 
 
 def _network_hook(store: Store, rec: ContainerRecord) -> Any:
@@ -460,10 +567,15 @@ def kill(store: Store, rec: ContainerRecord, sig: int) -> None:
 
     if not rec.alive():
         raise ContainerError(f"container {rec.name} is not running")
+    if rec.options.restart != "no" and sig in (signal.SIGKILL, _signal_number(rec.stop_signal or "SIGTERM")):
+        from minirun.container import restart  # Docker: a fatal kill disables the policy
+
+        restart.mark_stopped(store, rec)
     try:
         runtime(store).kill(rec.id, sig)
     except StateError:
         return  # it ended (and was deleted) between our check and the signal
+    events.container(store, rec, "kill", signal=str(sig))
     from minirun.container.manage import unpause_after_signal
 
     unpause_after_signal(store, rec, sig)  # a paused container: thawed so it can end
@@ -518,6 +630,10 @@ def stop(store: Store, rec: ContainerRecord, timeout: float | None = None) -> No
     after ``timeout`` (see :func:`stop_timeout`). A PID 1 ignores signals it has no
     handler for, as in Docker: use --init for that."""
     containers = Containers(store)
+    if rec.options.restart != "no":  # no restart after it, and a pending one cancelled
+        from minirun.container import restart
+
+        rec = restart.cancel(store, rec)
     if not rec.alive():
         return
     sig = _signal_number(rec.stop_signal or "SIGTERM")
@@ -527,6 +643,19 @@ def stop(store: Store, rec: ContainerRecord, timeout: float | None = None) -> No
             kill(store, rec, signal.SIGKILL)
         _wait_exit(containers, rec, 10.0)
     wait(store, rec)
+    _wait_recorded(rec)
+    events.container(store, rec, "stop")
+
+
+def _wait_recorded(rec: ContainerRecord, timeout: float = 5.0) -> None:
+    """Until the stopped run's supervisor (its shim's _cleanup) has recorded the exit and
+    is gone, as Docker's stop returns after "die": a ``start`` right after then never
+    races it, and no process of the old run is left."""
+    deadline = time.monotonic() + timeout
+    while (rec.supervisor_pid and rec.supervisor_pid != os.getpid()
+           and process_start_time(rec.supervisor_pid) == rec.supervisor_start
+           and time.monotonic() < deadline):
+        time.sleep(0.01)
 
 
 def _signal_number(text: str | int) -> int:

@@ -20,6 +20,7 @@ import re
 import signal
 from collections.abc import Sequence
 
+from minirun import events
 from minirun.container.records import ContainerRecord, Containers
 from minirun.errors import ContainerError
 from minirun.image.store import Store
@@ -27,7 +28,10 @@ from minirun.image.store import Store
 
 def rename(store: Store, rec: ContainerRecord, new_name: str) -> ContainerRecord:
     """``rename OLD NEW``: the container's new name (running or not); the record."""
-    return Containers(store).rename(rec, new_name)
+    old = rec.name
+    renamed = Containers(store).rename(rec, new_name)
+    events.container(store, renamed, "rename", oldName=old)
+    return renamed
 
 
 def pause(store: Store, rec: ContainerRecord) -> None:
@@ -43,6 +47,7 @@ def pause(store: Store, rec: ContainerRecord) -> None:
         runtime(store).pause(rec.id)
     except StateError as e:
         raise ContainerError(f"cannot pause container {rec.name}: {e}") from None
+    events.container(store, rec, "pause")
 
 
 def unpause(store: Store, rec: ContainerRecord) -> None:
@@ -56,6 +61,7 @@ def unpause(store: Store, rec: ContainerRecord) -> None:
         runtime(store).resume(rec.id)
     except StateError as e:
         raise ContainerError(f"cannot unpause container {rec.name}: {e}") from None
+    events.container(store, rec, "unpause")
 
 
 def unpause_after_signal(store: Store, rec: ContainerRecord, sig: int) -> None:

@@ -73,6 +73,10 @@ class ContainerRecord:
     oom_killed: bool = False
     # Config.Healthcheck: the image's HEALTHCHECK with the --health-* flags over it
     healthcheck: dict[str, Any] | None = None
+    # derived, never saved: a restarter waits to start it again (container/restart.py)
+    restarting: bool = field(default=False, repr=False)
+    # derived, never saved: the health check's status (containers/<id>/health.json)
+    health: str = field(default="", repr=False)
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> ContainerRecord:
@@ -106,6 +110,8 @@ class ContainerRecord:
     def effective_status(self) -> str:
         if self.status == "running" and not self.alive():
             return "exited"
+        if self.restarting and self.status == "exited":
+            return "restarting"
         return self.status
 
     def status_text(self, now: float | None = None) -> str:
@@ -115,7 +121,14 @@ class ContainerRecord:
         st = self.effective_status()
         if st == "running":
             up = f"Up {human_duration(now - self.started_at)}"
-            return f"{up} (Paused)" if self.paused() else up
+            if self.paused():
+                return f"{up} (Paused)"
+            # Docker: "(healthy)", "(unhealthy)", "(health: starting)"
+            if self.health:
+                return f"{up} (health: starting)" if self.health == "starting" else f"{up} ({self.health})"
+            return up
+        if st == "restarting":
+            return f"Restarting ({self.exit_code}) {ago(self.finished_at or now, now)}"
         if st == "exited":
             return f"Exited ({self.exit_code}) {ago(self.finished_at or now, now)}"
         return "Created"
@@ -177,6 +190,8 @@ class Containers:
         d = asdict(rec)
         # only the flags that differ from their defaults: every `ps` parses every record
         d["options"] = {k: v for k, v in d["options"].items() if _option_defaults().get(k, k) != v}
+        d.pop("restarting", None)
+        d.pop("health", None)
         try:
             tmp.write_text(json.dumps(d))
             os.replace(tmp, path)
@@ -254,6 +269,14 @@ class Containers:
         """Bring a record that says "running" up to date with what really happened: its
         process is gone, so take the exit status its shim wrote, or — no shim survived
         (minirun or the machine went down) — 137, as it was killed along with them."""
+        if rec.status == "exited" and rec.options.restart not in ("", "no"):
+            from minirun.container.restart import pending_in
+
+            rec.restarting = pending_in(self, rec.id)
+        if rec.healthcheck and rec.status == "running":
+            from minirun.container.health import current_status
+
+            rec.health = current_status(self, rec.id)
         if rec.status != "running" or rec.alive():
             return rec
         sup = rec.supervisor_pid

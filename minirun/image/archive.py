@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, BinaryIO, cast
 
-from minirun import faults
+from minirun import events, faults
 from minirun.errors import ArchiveError, InvalidReference, ManifestError
 from minirun.humanize import human_size
 from minirun.image import oci
@@ -422,9 +422,9 @@ def load(store: Store, src: Path | BinaryIO, report: Report = _quiet) -> list[Lo
         loader = _Loader(store, source, report)
         try:
             if source.exists("manifest.json"):
-                return loader.docker_archive()
+                return _loaded(store, loader.docker_archive())
             if source.exists("index.json"):
-                return loader.oci_layout()
+                return _loaded(store, loader.oci_layout())
             raise ArchiveError("not an image archive: it has neither manifest.json (docker-archive) "
                                "nor index.json (OCI layout)")
         except ManifestError as e:
@@ -436,6 +436,13 @@ def load(store: Store, src: Path | BinaryIO, report: Report = _quiet) -> list[Lo
         except BaseException:
             loader.undo()  # a failed or interrupted load leaves nothing behind
             raise
+
+
+def _loaded(store: Store, images: list[LoadedImage]) -> list[LoadedImage]:
+    """Docker's ``image load`` events, one per image."""
+    for img in images:
+        events.emit(store, "image", "load", img.record.id, {"name": img.record.id})
+    return images
 
 
 # -- saving --------------------------------------------------------------------------------
@@ -540,6 +547,8 @@ def save(store: Store, names: list[str], out: IO[bytes]) -> None:
         _add_bytes(tar, "index.json", json.dumps({"schemaVersion": 2, "mediaType": oci.OCI_INDEX,
                                                   "manifests": index_entries}).encode(), now)
         _add_bytes(tar, "manifest.json", json.dumps(docker_manifest).encode(), now)
+    for item in items:
+        events.emit(store, "image", "save", item.record.id, {"name": item.record.id})
 
 
 def save_to_file(store: Store, names: list[str], path: Path) -> None:

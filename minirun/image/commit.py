@@ -48,6 +48,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
+from minirun import events
 from minirun.errors import ContainerError, ImageNotFound, LayerError, UsageError
 from minirun.image import oci
 from minirun.image import reference as refs
@@ -680,6 +681,8 @@ def commit(store: Store, rec: ContainerRecord, *, tag: refs.Reference | None = N
         finally:
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()
+    events.container(store, rec, "commit", comment=message, imageID=image.id,
+                     imageRef=tag.familiar() if tag else "")
     return Committed(image, diff_id)
 
 
@@ -804,7 +807,9 @@ def import_image(store: Store, src: BinaryIO, *, tag: refs.Reference | None = No
             cfg["rootfs"] = {"type": "layers", "diff_ids": [blob.diff_id]}
             cfg["history"] = [{"created": created, "comment": message or IMPORT_COMMENT}]
             layers = [oci.Descriptor(oci.OCI_LAYER_GZIP, blob.digest, blob.size)]
-            return _record(store, cfg, layers, [tag] if tag else [])
+            imported = _record(store, cfg, layers, [tag] if tag else [])
+            events.emit(store, "image", "import", imported.id, {"name": imported.id})
+            return imported
         except BaseException:
             store.discard_unreferenced(added_layer, added_blob)
             raise

@@ -26,6 +26,7 @@ from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import BinaryIO, cast
 
+from minirun import events
 from minirun.errors import (
     DigestMismatch,
     ImageNotFound,
@@ -304,6 +305,7 @@ def _pull(store: Store, client: RegistryClient, ref: refs.Reference, want: oci.P
     rep.msg(f"Digest: {top_digest}")
     rep.msg(f"Status: {'Image is up to date' if up_to_date else 'Downloaded newer image'} for {ref.familiar()}")
     rec = store.resolve(rec.id)
+    events.emit(store, "image", "pull", ref.familiar(), {"name": events.strip_tag(ref.familiar())})
     return PullResult(rec, ref, top_digest, up_to_date)
 
 

@@ -15,6 +15,7 @@ import threading
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 
+from minirun import events
 from minirun.errors import DigestMismatch, InvalidReference, RegistryError
 from minirun.image import oci
 from minirun.image import reference as refs
@@ -125,6 +126,7 @@ def push(store: Store, ref_text: str, *, report: Report = ignore, config: Regist
             raise DigestMismatch(f"manifest pushed to {ref.name}", rec.manifest_digest, got)
         store.add_repo_digest(rec.id, ref.name, rec.manifest_digest)
         rep(ProgressEvent(f"{reference}: digest: {rec.manifest_digest} size: {len(manifest_bytes)}"))
+        events.emit(store, "image", "push", ref.familiar(), {"name": events.strip_tag(ref.familiar())})
         return PushResult(store.resolve(rec.id), ref, rec.manifest_digest, len(manifest_bytes))
     finally:
         if own_client:

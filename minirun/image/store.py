@@ -30,6 +30,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, BinaryIO
 
+from minirun import events
 from minirun.errors import DigestMismatch, ImageInUse, ImageNotFound, InvalidReference, StoreError
 from minirun.image import reference as refs
 from minirun.image.digest import check_digest, hex_of, short_id
@@ -467,6 +468,7 @@ class Store:
             repos = self._read_repos()
             repos[str(target.with_tag(target.tag or refs.DEFAULT_TAG))] = rec.id
             self._write_repos(repos)
+        events.emit(self, "image", "tag", rec.id, {"name": target.with_tag(target.tag or refs.DEFAULT_TAG).familiar()})
         return self._with_names(rec, repos)
 
     def add_repo_digest(self, image_id: str, name: str, digest: str) -> None:
@@ -536,6 +538,10 @@ class Store:
             self._write_repos(repos)
             if not remaining and not users:
                 out.extend(self._gc([rec.id]))
+        for _n in untag:
+            events.emit(self, "image", "untag", rec.id, {"name": rec.id})
+        if not remaining and not users:
+            events.emit(self, "image", "delete", rec.id, {"name": rec.id})
         return out
 
     def _gc(self, image_ids: list[str], sweep: bool | None = None) -> list[Removal]:

@@ -34,6 +34,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from minirun import events
 from minirun.errors import NetworkError, PortInUse, UsageError
 from minirun.image.store import Store
 from minirun.network import dns, ipam, local
@@ -359,6 +360,8 @@ def attach(store: Store, cid: str, pid: int) -> list[Endpoint]:
             if state.find(cid, ep.network) is not None:
                 state.put(ep)
         state.save(_state_path(nets))
+    for ep in eps:
+        events.network(store, nets.find(ep.network), ep.network, "connect", container=cid)
     return eps
 
 
@@ -444,6 +447,8 @@ def release(store: Store, cid: str, only_dead: bool = False) -> None:
             state.save(_state_path(nets))
             for network in {ep.network for ep in gone}:
                 _refresh_members(nets, state, network)
+    for ep in gone:
+        events.network(store, nets.find(ep.network), ep.network, "disconnect", container=cid)
 
 
 def _reconcile_locked(nets: Networks, state: State) -> bool:
@@ -650,6 +655,7 @@ def _plug(store: Store, nets: Networks, rec: Any, net: Network, att: Attachment,
         state.save(_state_path(nets))
         _write_hosts(nets, state, rec.id)
         _refresh_members(nets, state, net.name)
+    events.network(store, net, net.name, "connect", container=rec.id)
 
 
 def _unplug(store: Store, nets: Networks, cid: str, network: str, pid: int) -> Endpoint | None:
@@ -679,6 +685,7 @@ def _unplug(store: Store, nets: Networks, cid: str, network: str, pid: int) -> E
             state.save(_state_path(nets))
             _write_hosts(nets, state, cid)
             _refresh_members(nets, state, network)
+    events.network(store, nets.find(network), network, "disconnect", container=cid)
     return ep
 
 
@@ -744,6 +751,7 @@ def create_network(store: Store, name: str, subnet: str | None = None, bridge: s
             state.save(_state_path(nets))
             raise
         state.save(_state_path(nets))
+    events.network(store, net, net.name, "create")
     return net
 
 
@@ -779,6 +787,7 @@ def remove_networks(store: Store, refs: list[str], prune: bool = False) -> list[
                 _remove_bridge(net)
                 nets.delete(net.name)
                 removed.append(net.name)
+                events.network(store, net, net.name, "destroy")
         finally:
             if removed or prune:
                 _apply_firewall(nets, state)
