@@ -53,9 +53,19 @@ install: deps $(STAMP) $(HELPERS)
 	ln -sf $(CURDIR)/$(BIN)/minirun-runtime /usr/local/bin/minirun-runtime
 	@echo "installed: $$(command -v minirun) -> $(CURDIR)/$(BIN)/minirun"
 
+# The offline images are images/*/Containerfile, built by `minirun build` from contexts
+# images/context.py makes from the host (its static busybox and applet list) in a temp dir.
+# SOURCE_DATE_EPOCH (2026-01-01, minirun.image.build.EPOCH) makes them reproducible: the
+# same IDs on every machine with the same busybox, and as the test fixtures'.
+SOURCE_DATE_EPOCH ?= 1767225600
 images: install
-	$(BIN)/python images/build.py $(IMAGES)
-	@for i in busybox busybox-extra busybox-edit; do $(BIN)/minirun load -i $(IMAGES)/$$i || exit 1; done
+	@ctx=$$(mktemp -d /tmp/minirun-images.XXXXXX) && trap 'rm -rf "$$ctx"' EXIT && \
+	$(BIN)/python images/context.py "$$ctx" >/dev/null && \
+	for i in busybox busybox-extra busybox-edit; do \
+	  echo "building $$i:latest"; \
+	  $(BIN)/minirun build -q --network none --build-arg SOURCE_DATE_EPOCH=$(SOURCE_DATE_EPOCH) \
+	    -t $$i:latest -f images/$$i/Containerfile "$$ctx/$$i" || exit 1; \
+	done
 	$(BIN)/minirun images
 
 demo: images

@@ -1,109 +1,118 @@
-"""Build minirun's offline images from the host's static busybox (Debian busybox-static).
+"""The offline images as OCI image layouts, built from their Containerfiles.
 
-    python images/build.py OUTDIR
+    python images/build.py OUTDIR            (as root: busybox-edit has a RUN step)
 
-writes one OCI image layout directory per image (OUTDIR/busybox, OUTDIR/busybox-extra,
-OUTDIR/busybox-edit); `make images` loads them with `minirun load -i`. The builds are
-reproducible, so the two derived images share busybox's layer byte for byte — loading
-them prints "Already exists" for it, as `docker pull` does for a shared base.
-
-  busybox        one layer: static busybox, its applet links, /etc/passwd, /etc/group; Cmd ["sh"]
-  busybox-extra  busybox + a layer that adds files (a web page, a script, /etc/motd)
-  busybox-edit   busybox + a layer that deletes /etc/issue (whiteout), replaces /home
-                 wholesale (opaque dir) and deletes /usr/share/doc (whiteout of a dir)
+images/<image>/Containerfile (and the files beside it) define the images; this builds
+them the way ``make images`` does — contexts from images/context.py, minirun's builder
+(minirun.image.builder, ``--network none``) into a throw-away store — and writes one OCI
+layout dir per image (OUTDIR/busybox, OUTDIR/busybox-extra, OUTDIR/busybox-edit) for the
+test fixtures and the benchmarks. SOURCE_DATE_EPOCH is fixed (minirun.image.build.EPOCH),
+so every build of the same host busybox gives the same image IDs, and the derived images
+share busybox's layer byte for byte (loading them says "Already exists" for it).
 """
 
 from __future__ import annotations
 
-import argparse
+import atexit
+import gzip
+import json
 import shutil
-import subprocess
 import sys
+import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from images.context import IMAGES, find_busybox, make_contexts  # noqa: E402
 from minirun.image import build as b  # noqa: E402
 
-PATH_ENV = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+if TYPE_CHECKING:
+    from minirun.image.store import Store
+
+__all__ = ["IMAGES", "build_all", "busybox_layer", "find_busybox"]
+
+HERE = Path(__file__).resolve().parent
+_built: dict[str, Path] = {}  # host busybox -> a dir holding the layouts (this process)
 
 
-def find_busybox() -> Path:
-    for p in (Path("/bin/busybox"), Path("/usr/bin/busybox")):
-        if p.is_file():
-            out = subprocess.run(["ldd", str(p)], capture_output=True, text=True)
-            if "not a dynamic executable" in out.stdout + out.stderr or out.returncode != 0:
-                return p
-            raise SystemExit(f"{p} is dynamically linked; install busybox-static (make deps)")
-    raise SystemExit("no busybox found; install busybox-static (make deps)")
+def _write_layout(store: Store, name: str, dest: Path) -> None:
+    rec = store.resolve(f"{name}:latest")
+    blobs = {d: store.read_blob(d) for d in (rec.id, *(layer.digest for layer in rec.layers))}
+    img = b.BuiltImage(f"{name}:latest", store.read_blob(rec.manifest_digest), blobs[rec.id], blobs)
+    b.write_oci_layout(dest, [img])
 
 
-def busybox_layer(busybox: Path) -> b.Layer:
-    entries = [
-        b.directory(d) for d in ("bin", "sbin", "usr", "usr/bin", "usr/sbin", "usr/share",
-                                  "usr/share/doc", "usr/share/doc/busybox", "etc", "home",
-                                  "var", "var/log", "dev", "proc", "sys", "run")
-    ]
-    entries += [b.Entry("tmp", "dir", mode=0o1777), b.Entry("root", "dir", mode=0o700)]
-    entries.append(b.file("bin/busybox", busybox.read_bytes(), 0o755))
-    applets = subprocess.run([str(busybox), "--list-full"], capture_output=True, text=True,
-                             check=True).stdout.split()
-    for path in applets:
-        if path == "bin/busybox":
-            continue
-        depth = path.count("/")
-        entries.append(b.symlink(path, "../" * depth + "bin/busybox" if depth > 1 else "busybox"))
-    entries += [
-        b.file("etc/passwd", "root:x:0:0:root:/root:/bin/sh\ndaemon:x:1:1:daemon:/usr/sbin:/bin/false\n"
-               "www-data:x:33:33:www-data:/var/www:/bin/false\nnobody:x:65534:65534:nobody:/home:/bin/false\n"),
-        b.file("etc/group", "root:x:0:\ndaemon:x:1:\nwheel:x:10:root\nwww-data:x:33:\n"
-               "users:x:100:\nnogroup:x:65534:\n"),
-        b.file("etc/issue", "minirun busybox image\n"),
-        b.file("usr/share/doc/busybox/README", "BusyBox: the Swiss Army Knife of embedded Linux.\n"),
-        b.file("home/README", "home of the busybox image\n"),
-    ]
-    return b.Layer(b.layer_tar(entries), f"COPY {busybox} /bin/busybox + applet links")
+def _build(dest: Path, busybox: Path) -> None:
+    from minirun.errors import MinirunError
+    from minirun.image.builder import BuildOptions, build
+    from minirun.image.store import Store  # noqa: F811 (the real one, at run time)
+
+    with tempfile.TemporaryDirectory(prefix="minirun-images-") as tmp:
+        contexts = make_contexts(Path(tmp) / "contexts", busybox)
+        store = Store(Path(tmp) / "store")
+        for name in IMAGES:
+            lines: list[str] = []
+            opts = BuildOptions(context=contexts[name], dockerfile=contexts[name] / "Containerfile",
+                                tags=[f"{name}:latest"], network="none",
+                                build_args={"SOURCE_DATE_EPOCH": str(b.EPOCH)})
+            try:
+                build(store, opts, lines.append)
+            except MinirunError as e:
+                tail = "\n".join(lines[-40:])
+                raise RuntimeError(f"building {name} from images/{name}/Containerfile: {e}\n{tail}") from None
+            _write_layout(store, name, dest / name)
 
 
-def build_all(out: Path) -> list[Path]:
-    busybox = find_busybox()
-    base = busybox_layer(busybox)
-    cfg = {"Env": [PATH_ENV], "Cmd": ["sh"]}
-    images = [b.image("busybox:latest", [base], cfg)]
+def _layouts(busybox: Path | None, reuse: bool) -> Path:
+    bb = busybox or find_busybox()
+    if reuse and str(bb) in _built:
+        return _built[str(bb)]
+    dest = Path(tempfile.mkdtemp(prefix="minirun-layouts-"))
+    atexit.register(shutil.rmtree, dest, True)
+    _build(dest, bb)
+    if reuse:
+        _built[str(bb)] = dest
+    return dest
 
-    extra = b.Layer(b.layer_tar([
-        b.directory("srv"), b.directory("srv/www"),
-        b.file("srv/www/index.html", "<h1>hello from minirun</h1>\n"),
-        b.file("etc/motd", "Welcome to busybox-extra, built offline by minirun.\n"),
-        b.directory("usr/local"), b.directory("usr/local/bin"),
-        b.file("usr/local/bin/hello", "#!/bin/sh\necho \"hello from $(hostname)\"\n", 0o755),
-    ]), "COPY site/ /srv/www/ + motd + hello")
-    images.append(b.image("busybox-extra:latest", [base, extra],
-                          {"Env": [PATH_ENV, "GREETING=hello"], "Cmd": ["hello"], "WorkingDir": "/srv/www"}))
 
-    edit = b.Layer(b.layer_tar([
-        b.whiteout("etc/issue"),
-        b.opaque("home"), b.directory("home"), b.directory("home/app"),
-        b.file("home/app/NEW", "this directory replaced the base image's /home\n"),
-        b.whiteout("usr/share/doc"),
-    ]), "RUN rm /etc/issue && rm -rf /home/* /usr/share/doc && mkdir /home/app")
-    images.append(b.image("busybox-edit:latest", [base, edit], cfg))
-
+def build_all(out: Path, busybox: Path | None = None, *, reuse: bool = True) -> list[Path]:
+    """OUT/<image> for each image (replaced if there). The images are built once per
+    process and copied (``reuse=False``: built again, for the reproducibility test)."""
+    built = _layouts(busybox, reuse)
     paths = []
-    for img in images:
-        dest = out / img.name.split(":")[0]
+    for name in IMAGES:
+        dest = out / name
         if dest.exists():
             shutil.rmtree(dest)
-        b.write_oci_layout(dest, [img])
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copytree(built / name, dest)
         paths.append(dest)
     return paths
 
 
+def busybox_layer(busybox: Path | None = None) -> b.Layer:
+    """busybox's one layer, as built from its Containerfile, for crafting images on top of
+    it with minirun.image.build (the same blob: its digest is the built image's)."""
+    layout = _layouts(busybox, True) / "busybox"
+    blobs = layout / "blobs" / "sha256"
+    index = json.loads((layout / "index.json").read_text())
+    manifest = json.loads((blobs / index["manifests"][0]["digest"].split(":", 1)[1]).read_bytes())
+    config = json.loads((blobs / manifest["config"]["digest"].split(":", 1)[1]).read_bytes())
+    (desc,) = manifest["layers"]
+    blob = (blobs / desc["digest"].split(":", 1)[1]).read_bytes()
+    created_by = next(h["created_by"] for h in config["history"] if not h.get("empty_layer"))
+    layer = b.Layer(gzip.decompress(blob), created_by)
+    layer.blob = blob
+    return layer
+
+
 def main() -> None:
+    import argparse
+
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("out", type=Path)
-    args = ap.parse_args()
-    for p in build_all(args.out):
+    for p in build_all(ap.parse_args().out):
         print(p)
 
 

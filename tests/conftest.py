@@ -1,7 +1,7 @@
 """Shared fixtures.
 
-* ``built_images`` (session): the offline images of images/build.py, built once, as OCI
-  layout dirs ``busybox/``, ``busybox-extra/``, ``busybox-edit/``.
+* ``built_images`` (session): the offline images, built once from images/*/Containerfile
+  (as root), as OCI layout dirs ``busybox/``, ``busybox-extra/``, ``busybox-edit/``.
 * ``store_root`` / ``store`` / ``loaded_store``: a fresh image store in a tmp dir (never
   the real /var/lib/minirun), empty or with the three images loaded.
 * ``cli``: runs the real ``minirun`` entry point as a subprocess against ``store_root``.
@@ -10,7 +10,7 @@
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import os
 import shutil
 import subprocess
@@ -54,18 +54,19 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 def load_image_recipes() -> Any:
-    spec = importlib.util.spec_from_file_location(
-        "minirun_images_build", REPO / "images" / "build.py"
-    )
-    assert spec and spec.loader
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    """images/build.py (``build_all``, ``busybox_layer``, ``find_busybox``), imported as
+    ``images.build`` as the integration modules do, so one build serves the session."""
+    if str(REPO) not in sys.path:
+        sys.path.insert(0, str(REPO))
+    return importlib.import_module("images.build")
 
 
 @pytest.fixture(scope="session")
 def built_images(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """OCI layouts of busybox, busybox-extra and busybox-edit (built once per session)."""
+    """OCI layouts of busybox, busybox-extra and busybox-edit, built once per session from
+    their Containerfiles by minirun's builder (into a throw-away store, --network none)."""
+    if os.geteuid() != 0:
+        pytest.skip("building the offline images needs root (busybox-edit's RUN step is a real container)")
     out = tmp_path_factory.mktemp("images")
     load_image_recipes().build_all(out)
     for name in IMAGE_NAMES:

@@ -20,7 +20,15 @@ build yields the same image ID as the build before it.
   destination is resolved in the image with its symlinks followed *inside* the rootfs.
   ADD of a local tar (plain, gzip, bzip2, xz, zstd) unpacks it through the store's
   unpacker (its safety rules: nothing escapes, hostile members refused); URLs are refused.
+* ``WORKDIR``: the config's WorkingDir, and the directory made when the image lacks it
+  (with its missing parents: mode 0755, owned by root or by the USER in effect, as
+  BuildKit's mkdir), in a layer of the step's own; an existing dir adds no layer.
 * Metadata instructions change the config and add a history entry with ``empty_layer``.
+* ``SOURCE_DATE_EPOCH`` (a build arg, as BuildKit's): the ``created`` times of the config
+  and the history are that time, and every file time in the new layers is clamped to it
+  (BuildKit needs its exporter's ``rewrite-timestamp=true`` for the latter), so the same
+  context builds the same image IDs in any store. RUN sees it only after ``ARG
+  SOURCE_DATE_EPOCH``.
 
 History entries are BuildKit's (``RUN /bin/sh -c echo hi # buildkit``, comment
 ``buildkit.dockerfile.v0``). A failed build removes its containers and the temporary
@@ -310,10 +318,11 @@ class Owner:
 class Plan:
     """What a COPY/ADD puts in its layer, path -> entry (a later source wins)."""
 
-    def __init__(self, image: Tree) -> None:
+    def __init__(self, image: Tree, clamp: int | None = None) -> None:
         self.image = image
         self.entries: dict[str, PlanEntry] = {}
         self.extra: list[Any] = []  # more cache-key material (archive digests)
+        self.clamp = clamp  # SOURCE_DATE_EPOCH: no mtime in the layer is later
 
     def parents(self, rel: str, ids: Owner) -> None:
         parts = rel.split("/")[:-1]
@@ -408,10 +417,11 @@ class Plan:
 
         for e in self.ordered():
             name = os.fsencode(e.rel)
+            mtime = e.mtime if self.clamp is None else min(e.mtime, self.clamp)
             if e.kind == "dir":
-                w.out.write(header(name + b"/", b"5", mode=e.mode, uid=e.uid, gid=e.gid, mtime=e.mtime))
+                w.out.write(header(name + b"/", b"5", mode=e.mode, uid=e.uid, gid=e.gid, mtime=mtime))
             elif e.kind == "symlink":
-                w.out.write(header(name, b"2", mode=0o777, uid=e.uid, gid=e.gid, mtime=e.mtime,
+                w.out.write(header(name, b"2", mode=0o777, uid=e.uid, gid=e.gid, mtime=mtime,
                                    linkname=os.fsencode(e.link)))
             else:
                 assert e.tree is not None
@@ -419,7 +429,7 @@ class Plan:
                 try:
                     if not stat.S_ISREG(os.fstat(fd).st_mode):
                         raise BuildError(f"/{e.src} changed while it was copied")
-                    w.out.write(header(name, b"0", mode=e.mode, uid=e.uid, gid=e.gid, mtime=e.mtime,
+                    w.out.write(header(name, b"0", mode=e.mode, uid=e.uid, gid=e.gid, mtime=mtime,
                                        size=e.size))
                     left = e.size
                     while left:
@@ -497,6 +507,32 @@ def _now() -> str:
     return now()
 
 
+def _rfc3339(epoch: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
+
+
+def source_date_epoch(build_args: dict[str, str]) -> int | None:
+    """The ``SOURCE_DATE_EPOCH`` build arg (seconds since 1970, UTC), or None."""
+    text = build_args.get("SOURCE_DATE_EPOCH")
+    if text is None or text == "":
+        return None
+    if not text.isdigit() or len(text) > 12:
+        raise BuildError(f"SOURCE_DATE_EPOCH={text!r}: want a number of seconds since 1970-01-01 UTC "
+                         "(e.g. $(git log -1 --format=%ct))")
+    return int(text)
+
+
+def clamp_mtimes(top: str, epoch: int) -> None:
+    """Every mtime under ``top`` (a stopped container's upper dir) no later than
+    ``epoch``, through dir fds, never following a symlink."""
+    limit = epoch * 1_000_000_000
+    for _, dirs, files, dfd in os.fwalk(top, follow_symlinks=False):
+        for name in [*dirs, *files]:  # a symlink to a dir is among dirs (and not walked into)
+            st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
+            if st.st_mtime_ns > limit:
+                os.utime(name, ns=(st.st_atime_ns, limit), dir_fd=dfd, follow_symlinks=False)
+
+
 def _scratch() -> State:
     from minirun.image import oci
 
@@ -540,6 +576,9 @@ class Builder:
         self.added_blobs: list[str] = []
         self.steps = self.cached = self.ran = 0
         self.used_args: set[str] = set()
+        self.epoch = source_date_epoch(opts.build_args)
+        if self.epoch is not None:
+            self.used_args.add("SOURCE_DATE_EPOCH")
 
     # -- entry
 
@@ -733,10 +772,48 @@ class Builder:
         if hit is not None:
             run.state = State.from_entry(hit)
         else:
-            run.state = self._commit(cfg, run.state, created_by, None)
+            layer = None
+            if v is not None:
+                try:
+                    layer = self._workdir_layer(run.state, str(c["WorkingDir"]), str(c.get("User") or ""))
+                except (BuildError, LayerError) as e:
+                    v.error(str(e))
+                    raise BuildError(f"failed to solve: {e}") from None
+            run.state = self._commit(cfg, run.state, created_by, layer)
             buildcache.record(self.store, key, run.state.entry())
         if v is not None:
             v.done()
+
+    def _workdir_layer(self, state: State, path: str, user: str) -> tuple[str, str, int, str] | None:
+        """WORKDIR's mkdir -p: a layer with ``path`` and its missing parents (0755, owned
+        by root or by ``user``), or None when the image has the dir already."""
+        lowers = [str(self.store.layer_dir(d)) for d in reversed(state.diff_ids())]
+        image = Tree(lowers)
+        real = image.resolve(path)  # symlinks followed inside the rootfs, as mkdir would
+        if not real:
+            return None
+        parts = real.split("/")
+        for i in range(1, len(parts) + 1):
+            st = image.lstat("/".join(parts[:i]))
+            if st is None:
+                break
+            if not stat.S_ISDIR(st.st_mode):
+                raise BuildError(f"WORKDIR {path}: mkdir /{'/'.join(parts[:i])}: not a directory")
+        else:
+            return None  # there already: no layer (BuildKit's empty diff)
+        ids = Owner(0, 0)
+        if user:
+            from minirun.container.users import resolve_user
+
+            try:
+                u = resolve_user(user, lowers)
+            except MinirunError as e:
+                raise BuildError(f"WORKDIR {path}: USER {user}: {e}") from None
+            ids = Owner(u.uid, u.gid)
+        plan = Plan(image, clamp=self.epoch)
+        plan.parents(real, ids)
+        plan.directory(real, ids, None)
+        return self._write_plan(plan)
 
     def _arg(self, run: _StageRun, ins: df.Instruction) -> None:
         for name, value in df.name_values(ins, self._env(run), self.escape):
@@ -851,7 +928,7 @@ class Builder:
                 layer: tuple[str, str, int, str] | None) -> State:
         """The next state: ``cfg`` (the parent's, changed) with a history entry, and a new
         layer (media type, digest, size, diff_id) when there is one."""
-        created = _now()
+        created = _now() if self.epoch is None else _rfc3339(self.epoch)
         history = list(cfg.get("history") or [])
         owned = sum(1 for h in history if not h.get("empty_layer"))
         history += [{} for _ in range(len(parent.diff_ids()) - owned)]
@@ -940,6 +1017,8 @@ class Builder:
             upper = str(cdir / "upper")
             lowers = lifecycle.stack(containers, rec)
             exclude = cm.leftover_mountpoints(upper, lowers, cm._mount_destinations(cdir / "config.json"))
+            if self.epoch is not None:
+                clamp_mtimes(upper, self.epoch)
             tmp = self.store.new_tmp(".layer.tar.gz")
             try:
                 blob = write_gzip_layer(tmp, lambda w: write_upper(w, upper, exclude))
@@ -1043,7 +1122,7 @@ class Builder:
             workdir = str((run.state.cfg().get("config") or {}).get("WorkingDir") or "/")
             dest_path = dest if dest.startswith("/") else posixpath.join(workdir, dest)
             as_dir = dest.endswith("/") or dest in (".", "") or dest_path.endswith("/.")
-            plan = Plan(image)
+            plan = Plan(image, clamp=self.epoch)
             expanded: list[str] = []
             for s in sources:
                 if k == "ADD" and _is_url(s):

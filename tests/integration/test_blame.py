@@ -84,7 +84,7 @@ def test_blame_file_deleted_by_the_top_layer(cli: Cli, base_members: dict[str, t
     r = blame_json(cli, "busybox-edit", "/etc/issue")["/etc/issue"]
     assert (r["Status"], r["Reason"], r["Layer"], r["At"]) == ("deleted", "whiteout", 1, "/etc/issue")
     assert r["DiffID"] == diff_id(cli, "busybox-edit", 1)
-    assert str(r["CreatedBy"]).startswith("RUN rm /etc/issue")
+    assert str(r["CreatedBy"]).startswith("RUN /bin/sh -c rm /etc/issue")
     assert r["From"] == {"Layer": 0, "DiffID": diff_id(cli, "busybox", 0),
                          "CreatedBy": r["From"]["CreatedBy"], "SharedBy": 3}
     assert r["Size"] == base_members["etc/issue"].size
@@ -151,13 +151,13 @@ def test_layers_counts_match_the_recipe(cli: Cli, root: Path, base_members: dict
     assert (base["Changed"], base["Deleted"]) == (0, 0)
     assert base["Size"] == sum(m.size if m.isfile() else len(m.linkname) if m.issym() else 0
                                for m in base_members.values())
-    # the recipe: whiteout etc/issue; opaque home + home/app + home/app/NEW; whiteout
+    # busybox-edit's RUN: whiteout etc/issue; opaque home + home/app + home/app/NEW; whiteout
     # usr/share/doc. Added: home/app, home/app/NEW. Changed (a lower version shadowed):
     # etc, home, usr, usr/share. Deleted: etc/issue, home/README (opaque-hidden), and
     # usr/share/doc with doc/busybox and doc/busybox/README.
     assert (edit["Added"], edit["Changed"], edit["Deleted"]) == (2, 4, 5)
     assert (edit["Whiteouts"], edit["OpaqueDirs"], edit["Hidden"]) == (2, 1, 1)
-    assert edit["SharedBy"] == 1 and edit["CreatedBy"].startswith("RUN rm /etc/issue")
+    assert edit["SharedBy"] == 1 and edit["CreatedBy"].startswith("RUN /bin/sh -c rm /etc/issue")
     gone = ("etc/issue", "home/README", "usr/share/doc/busybox/README")
     wasted = sum(base_members[p].size for p in gone)
     assert doc["WastedBytes"] == wasted == edit["WastedBytes"]

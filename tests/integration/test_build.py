@@ -86,13 +86,15 @@ def test_config_applied_and_history(mr: Cli, root: Path, tmp_path: Path) -> None
     assert c["User"] == "nobody" and c["Labels"] == {"org.example.v": "1"}
     assert c["ExposedPorts"] == {"8080/tcp": {}} and c["Volumes"] == {"/data": {}}
     assert c["StopSignal"] == "SIGINT" and c["Cmd"] == ["dflt"]
-    # history: busybox's one entry, then one per instruction; COPY and RUN own a layer each
+    # history: busybox's entries, then one per instruction; WORKDIR (which makes the
+    # missing /srv/app), COPY and RUN own a layer each
     store = Store(root)
     rec = store.resolve("cfgtest:1")
     raw = json.loads(store.read_blob(rec.id))
-    hist = raw["history"][1:]
-    assert len(rec.layers) == 3 and len(raw["rootfs"]["diff_ids"]) == 3
-    assert [h.get("empty_layer", False) for h in hist] == [True, True, False, False] + [True] * 7
+    hist = raw["history"][len(json.loads(store.read_blob(store.resolve("busybox").id))["history"]):]
+    assert len(rec.layers) == 4 and len(raw["rootfs"]["diff_ids"]) == 4
+    assert [h.get("empty_layer", False) for h in hist] == [True, False, False, False] + [True] * 7
+    assert hist[1]["created_by"] == "WORKDIR /srv/app"
     assert hist[3]["created_by"].startswith("RUN /bin/sh -c echo \"$GREETING from RUN\"")
     assert hist[3]["created_by"].endswith(" # buildkit")
     assert hist[2]["created_by"] == "COPY --chown=www-data:users hello.txt ./ # buildkit"
@@ -104,8 +106,9 @@ def test_config_applied_and_history(mr: Cli, root: Path, tmp_path: Path) -> None
 def test_cache_hit_runs_nothing_and_miss_on_change(mr: Cli, root: Path, tmp_path: Path) -> None:
     ctx = tmp_path / "ctx"
     ctx.mkdir()
-    # the RUN writes a nanosecond stamp: the same stamp after a rebuild proves it did not run
-    (ctx / "Dockerfile").write_text("FROM busybox\nCOPY a.txt /a.txt\nRUN date +%s%N > /stamp\nCOPY b.txt /b.txt\n")
+    # the RUN writes a random stamp: the same stamp after a rebuild proves it did not run
+    (ctx / "Dockerfile").write_text(
+        "FROM busybox\nCOPY a.txt /a.txt\nRUN cat /proc/sys/kernel/random/uuid > /stamp\nCOPY b.txt /b.txt\n")
     (ctx / "a.txt").write_text("one\n")
     (ctx / "b.txt").write_text("bee\n")
     first = build(mr, ctx, "-t", "cachetest")
@@ -114,7 +117,7 @@ def test_cache_hit_runs_nothing_and_miss_on_change(mr: Cli, root: Path, tmp_path
     stamp1 = mr("run", "--rm", *NET, "cachetest", "cat", "/stamp").stdout
     second = build(mr, ctx, "-t", "cachetest")
     assert second.stdout.count("CACHED") == 3, second.stdout
-    assert "#4 [3/4] RUN date +%s%N > /stamp\n#4 CACHED" in second.stdout
+    assert "#4 [3/4] RUN cat /proc/sys/kernel/random/uuid > /stamp\n#4 CACHED" in second.stdout
     assert config(mr, "cachetest")["Id"] == id1  # byte-identical config: the same image
     assert mr("run", "--rm", *NET, "cachetest", "cat", "/stamp").stdout == stamp1
     # a change of b.txt (after the RUN): only the last COPY misses
@@ -294,3 +297,61 @@ def test_quiet_containerfile_and_empty_run(mr: Cli, root: Path, tmp_path: Path) 
     # a RUN that changes nothing: a history entry, no layer (as BuildKit)
     assert len(rec.layers) == 1 and raw["history"][-1]["empty_layer"] is True
     assert raw["history"][-1]["created_by"] == "RUN /bin/sh -c true # buildkit"
+
+
+def test_workdir_makes_the_missing_dir(mr: Cli, root: Path, tmp_path: Path) -> None:
+    """WORKDIR makes its dir (and the missing parents) as BuildKit's mkdir -p does: 0755,
+    root's, or the USER's when one is set, in a layer of its own; an existing dir adds no
+    layer, and a path through a file is an error."""
+    (tmp_path / "Dockerfile").write_text(
+        "FROM busybox\nWORKDIR /opt/app/data\nWORKDIR rel\nWORKDIR /tmp\nUSER nobody\n"
+        "WORKDIR /home/work\nRUN pwd > /tmp/pwd\nWORKDIR /opt/app/data/rel\n")
+    out = build(mr, tmp_path, "-t", "wdtest").stdout
+    assert "[2/7] WORKDIR /opt/app/data" in out and "[3/7] WORKDIR /opt/app/data/rel" in out
+    r = mr("run", "--rm", *NET, "wdtest", "sh", "-c",
+           "pwd; cat /tmp/pwd; stat -c '%a %u %g %n' /opt /opt/app /opt/app/data /opt/app/data/rel /home/work")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines() == ["/opt/app/data/rel", "/home/work", "755 0 0 /opt", "755 0 0 /opt/app",
+                                     "755 0 0 /opt/app/data", "755 0 0 /opt/app/data/rel",
+                                     "755 65534 65534 /home/work"]
+    store = Store(root)
+    rec = store.resolve("wdtest")
+    raw = json.loads(store.read_blob(rec.id))
+    hist = raw["history"][len(json.loads(store.read_blob(store.resolve("busybox").id))["history"]):]
+    assert [(h["created_by"].split(" #")[0], h.get("empty_layer", False)) for h in hist] == [
+        ("WORKDIR /opt/app/data", False), ("WORKDIR /opt/app/data/rel", False), ("WORKDIR /tmp", True),
+        ("USER nobody", True), ("WORKDIR /home/work", False), ("RUN /bin/sh -c pwd > /tmp/pwd", False),
+        ("WORKDIR /opt/app/data/rel", True)]
+    # the first WORKDIR's layer holds the three new dirs and nothing else
+    top = store.layer_dir(rec.layers[1].diff_id)
+    assert sorted(str(p.relative_to(top)) for p in top.rglob("*")) == ["opt", "opt/app", "opt/app/data"]
+    assert build(mr, tmp_path, "-t", "wdtest").stdout.count("CACHED") == 1  # the RUN; WORKDIRs hit too
+    assert config(mr, "wdtest")["Id"] == rec.id
+    (tmp_path / "Dockerfile").write_text("FROM busybox\nWORKDIR /etc/passwd/sub\n")
+    images_before = mr("images", "-q", "--no-trunc").stdout
+    r = mr("build", *NET, "-t", "wdbad", str(tmp_path))
+    assert r.returncode == 1 and "WORKDIR /etc/passwd/sub: mkdir /etc/passwd: not a directory" in r.stderr
+    assert mr("images", "-q", "--no-trunc").stdout == images_before
+    no_containers(mr)
+
+
+def test_source_date_epoch_makes_builds_reproducible(mr: Cli, root: Path, tmp_path: Path) -> None:
+    """--build-arg SOURCE_DATE_EPOCH: created times are that time and file times in the
+    new layers are clamped to it, so building again from nothing gives the same image."""
+    (tmp_path / "Dockerfile").write_text(
+        "FROM busybox\nARG SOURCE_DATE_EPOCH\nCOPY f /srv/f\nWORKDIR /srv/new\n"
+        "RUN echo \"$SOURCE_DATE_EPOCH\" > epoch && mkdir -p /var/log/app && rm /etc/issue\n")
+    (tmp_path / "f").write_text("content\n")
+    args = ("--build-arg", "SOURCE_DATE_EPOCH=1700000000")
+    out = build(mr, tmp_path, *args, "--no-cache", "-t", "sde:1").stdout
+    assert "were not consumed" not in out
+    first = config(mr, "sde:1")
+    build(mr, tmp_path, *args, "--no-cache", "-t", "sde:2")  # every step again, later
+    assert config(mr, "sde:2")["Id"] == first["Id"]
+    assert first["Created"].startswith("2023-11-14T22:13:20")
+    r = mr("run", "--rm", *NET, "sde:1", "sh", "-c", "cat epoch; stat -c '%Y' /srv /srv/f /srv/new /var/log/app")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["1700000000"] + ["1700000000"] * 4
+    r = mr("build", *NET, "--build-arg", "SOURCE_DATE_EPOCH=yesterday", str(tmp_path))
+    assert r.returncode == 1 and "SOURCE_DATE_EPOCH='yesterday'" in r.stderr
+    no_containers(mr)

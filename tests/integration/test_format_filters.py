@@ -177,7 +177,7 @@ def test_ps_filter_ancestor_and_label(env: dict[str, str]) -> None:
 
 
 def test_ps_filter_errors(env: dict[str, str]) -> None:
-    assert "invalid filter 'volume'" in fails(env, "ps", "-f", "volume=x")
+    assert "invalid filter 'publish'" in fails(env, "ps", "-f", "publish=80")
     assert "bad format of filter" in fails(env, "ps", "-f", "status")
     assert "invalid filter 'exited=x'" in fails(env, "ps", "-a", "-f", "exited=x")
     assert "bad pattern" in fails(env, "ps", "-a", "-f", "name=(")

@@ -1,5 +1,5 @@
-"""minirun.image.build (reproducible layers and images) and the offline image recipes in
-images/build.py."""
+"""minirun.image.build (reproducible layers and images) and the offline images, built from
+images/*/Containerfile by images/build.py."""
 
 from __future__ import annotations
 
@@ -111,16 +111,18 @@ def _layout_layers(layout: Path) -> tuple[oci.Manifest, oci.ImageConfig, list[by
 def test_offline_images(built_images: Path) -> None:
     layouts = {name: _layout_layers(built_images / name) for name in IMAGE_NAMES}
     base_man, base_cfg, (base_tar,) = layouts["busybox"]
-    # the derived images share busybox's layer byte for byte
+    # the derived images share busybox's layer byte for byte, and add one each
     for name in ("busybox-extra", "busybox-edit"):
         man, cfg, tars = layouts[name]
         assert len(man.layers) == 2
         assert man.layers[0] == base_man.layers[0]
         assert cfg.diff_ids[0] == base_cfg.diff_ids[0] == sha(base_tar)
-        assert cfg.diff_ids[1] == sha(tars[1])
+        assert cfg.diff_ids[1:] == [sha(t) for t in tars[1:]]
     assert base_cfg.config["Cmd"] == ["sh"]
     assert any(e.startswith("PATH=") for e in base_cfg.config["Env"])
-    assert layouts["busybox-extra"][1].config["Cmd"] == ["hello"]
+    extra_cfg = layouts["busybox-extra"][1].config
+    assert extra_cfg["Cmd"] == ["hello"] and extra_cfg["WorkingDir"] == "/srv/www"
+    assert extra_cfg["Env"][-1] == "GREETING=hello"
 
     base = {m.name: m for m in members(base_tar)}
     assert base["bin/busybox"].isfile() and base["bin/busybox"].mode == 0o755
@@ -132,12 +134,20 @@ def test_offline_images(built_images: Path) -> None:
 
     edit = {m.name for m in members(layouts["busybox-edit"][2][1])}
     assert {"etc/.wh.issue", "home/.wh..wh..opq", "usr/share/.wh.doc", "home/app/NEW"} <= edit
-    extra = {m.name for m in members(layouts["busybox-extra"][2][1])}
-    assert {"srv/www/index.html", "etc/motd", "usr/local/bin/hello"} <= extra
+    extra = {m.name: m for t in layouts["busybox-extra"][2][1:] for m in members(t)}
+    assert {"srv/www/index.html", "etc/motd", "usr/local/bin/hello"} <= set(extra)
+    assert extra["usr/local/bin/hello"].mode == 0o755 and extra["etc/motd"].mode == 0o644
+    assert extra["srv/www"].isdir() and extra["srv/www"].mode == 0o755
+    every = [m for t in (base_tar, *layouts["busybox-edit"][2][1:], *layouts["busybox-extra"][2][1:])
+             for m in members(t)]
+    assert {(m.uid, m.gid) for m in every} == {(0, 0)}
+    assert {m.mtime for m in every} <= {0, build.EPOCH}  # SOURCE_DATE_EPOCH clamps them
 
 
 def test_offline_images_are_reproducible(built_images: Path, tmp_path: Path) -> None:
-    load_image_recipes().build_all(tmp_path)
+    """A second build from the Containerfiles, in another throw-away store, gives the same
+    image IDs and blobs (SOURCE_DATE_EPOCH: fixed created times, clamped file times)."""
+    load_image_recipes().build_all(tmp_path, reuse=False)
     for name in IMAGE_NAMES:
         assert (tmp_path / name / "index.json").read_bytes() == \
             (built_images / name / "index.json").read_bytes()
