@@ -247,8 +247,6 @@ def start(store: Store, rec: ContainerRecord, stdin_open: bool) -> int:
     containers = Containers(store)
     if rec.alive():
         raise ContainerError(f"container {rec.name} is already running")
-    bundle, rootfs = _bundle(containers, rec)
-    rt = _fresh_runtime(store, rec)
     devnull = None
     if not stdin_open:  # without -i the container reads EOF, with or without a tty
         devnull = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
@@ -262,10 +260,41 @@ def start(store: Store, rec: ContainerRecord, stdin_open: bool) -> int:
     stdio = rtmod.Stdio(stdin=devnull, stdout=tee.fd("stdout"),
                         stderr=None if rec.options.tty else tee.fd("stderr"))
 
+    def ended() -> None:
+        tee.finish()
+        if devnull is not None:
+            os.close(devnull)
+
+    try:
+        # the main thread's handlers forward signals: the tee's thread blocks them
+        code = run_supervised(store, rec, stdio, lambda _pid: tee.start(block=FORWARDED_SIGNALS), ended)
+    except CommandNotRunnable as e:
+        os.write(2, f"minirun: {e}\n".encode())
+        code = e.code
+    if rec.options.restart != "no":  # Docker: restarted in the background after this first run
+        from minirun.container import restart
+
+        restart.after_foreground_exit(store, rec)
+    return code
+
+
+def run_supervised(store: Store, rec: ContainerRecord, stdio: Any,
+                   on_start: Callable[[int], None] | None = None,
+                   on_end: Callable[[], None] | None = None) -> int:
+    """Run the container to its end with ``stdio`` (a runtime Stdio), this process its
+    supervisor (foreground ``run``/``start -a``, a build's RUN step): mark it started,
+    then record its exit (:func:`finish`) after ``on_end``. A command that cannot be
+    exec'd raises CommandNotRunnable once that exit is recorded."""
+    from minirun.runtime.supervise import CommandNotRunnable
+
+    containers = Containers(store)
+    bundle, rootfs = _bundle(containers, rec)
+    rt = _fresh_runtime(store, rec)
+
     def started(pid: int) -> None:
-        # this minirun is the container's supervisor: while it lives, readers wait for
-        # it to record the exit status instead of guessing one
-        tee.start(block=FORWARDED_SIGNALS)  # the main thread's handlers forward signals
+        # while this process lives, readers wait for it to record the exit status
+        if on_start is not None:
+            on_start(pid)
         _mark_started(containers, rec, pid)
         faults.point("run.process-started")
 
@@ -275,17 +304,12 @@ def start(store: Store, rec: ContainerRecord, stdin_open: bool) -> int:
                       stdio=stdio, on_start=started,
                       prestart=_network_hook(store, rec), die_with_parent=True)
     except CommandNotRunnable as e:
-        os.write(2, f"minirun: {e}\n".encode())
         code = e.code
+        raise
     finally:
-        tee.finish()
-        if devnull is not None:
-            os.close(devnull)
+        if on_end is not None:
+            on_end()
         finish(store, rec, code)
-    if rec.options.restart != "no":  # Docker: restarted in the background after this first run
-        from minirun.container import restart
-
-        restart.after_foreground_exit(store, rec)
     return code
 
 

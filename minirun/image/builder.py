@@ -1037,31 +1037,24 @@ class Builder:
         """Run the step's container in the foreground, its output into the progress."""
         from minirun import runtime as rtmod
         from minirun.container import lifecycle
-        from minirun.container.records import Containers
         from minirun.runtime.supervise import CommandNotRunnable
 
-        containers = Containers(self.store)
-        bundle, rootfs = lifecycle._bundle(containers, rec)
-        rt = lifecycle._fresh_runtime(self.store, rec)
         r, w = os.pipe2(os.O_CLOEXEC)
         devnull = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
         reader = threading.Thread(target=self._relay, args=(r, v), daemon=True)
         reader.start()
-        code = 125
-        try:
-            code = rt.run(rec.id, bundle, rootfs=rootfs, no_pivot=rec.no_pivot, keep=True,
-                          stdio=rtmod.Stdio(stdin=devnull, stdout=w, stderr=w),
-                          on_start=lambda pid: lifecycle._mark_started(containers, rec, pid),
-                          prestart=lifecycle._network_hook(self.store, rec), die_with_parent=True)
-        except CommandNotRunnable as e:
-            v.log(str(e))
-            code = e.code
-        finally:
+
+        def ended() -> None:
             os.close(w)
             os.close(devnull)
             reader.join(timeout=30)
-            lifecycle.finish(self.store, rec, code)
-        return code
+
+        try:
+            return lifecycle.run_supervised(self.store, rec, rtmod.Stdio(stdin=devnull, stdout=w, stderr=w),
+                                            on_end=ended)
+        except CommandNotRunnable as e:
+            v.log(str(e))
+            return e.code
 
     @staticmethod
     def _relay(fd: int, v: Vertex) -> None:
