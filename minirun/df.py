@@ -10,10 +10,30 @@ layers of stopped containers, the volumes no container mounts.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from minirun.image.store import ImageRecord, Store
+
+
+def tree_size(path: Path) -> int:
+    """Bytes of the files under ``path``, as Docker's SizeRw: links not followed (a
+    symlink counts its own size), a hard link counted once."""
+    seen: set[tuple[int, int]] = set()
+    total = 0
+    for top, dirs, files in os.walk(path):
+        # os.walk lists a symlink to a dir among dirs (and does not enter it)
+        for name in files + [d for d in dirs if os.path.islink(os.path.join(top, d))]:
+            try:
+                st = os.lstat(os.path.join(top, name))
+            except OSError:
+                continue
+            if (st.st_dev, st.st_ino) not in seen:
+                seen.add((st.st_dev, st.st_ino))
+                total += st.st_size
+    return total
 
 
 @dataclass
@@ -72,7 +92,6 @@ def usage(store: Store) -> DiskUsage:
     """Measure everything (walks each container layer and volume; layers' sizes are
     recorded at unpack time)."""
     from minirun.container.records import Containers
-    from minirun.prune import tree_size
 
     out = DiskUsage()
     images = store.images() if store.root.is_dir() else []

@@ -9,11 +9,10 @@ one — and what a killed ``pull``/``load`` left (blobs and layers no image name
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
+from minirun.df import tree_size
 from minirun.errors import MinirunError
 from minirun.image.store import Removal, Store
 
@@ -28,19 +27,6 @@ class PruneReport:
     images: list[Removal] = field(default_factory=list)  # untagged names, deleted images/layers/blobs
     failures: list[str] = field(default_factory=list)  # one line each: what could not go, and why
     reclaimed: int = 0
-
-
-def tree_size(path: Path) -> int:
-    """Apparent bytes of the files under ``path`` (not following links), as Docker's SizeRw."""
-    total = 0
-    for top, dirs, files in os.walk(path):
-        # os.walk lists a symlink to a dir among dirs (and does not enter it)
-        for name in files + [d for d in dirs if os.path.islink(os.path.join(top, d))]:
-            try:
-                total += os.lstat(os.path.join(top, name)).st_size
-            except OSError:
-                continue
-    return total
 
 
 def prune_containers(store: Store, report: PruneReport | None = None) -> PruneReport:

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import os
 import re
 import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -217,32 +215,17 @@ def _ps_methods(store: Store, rec: ContainerRecord, images: _Images) -> dict[str
     """What only a template may ask for: .Size (walks the container layer), .Label "KEY"."""
     from minirun.cli.template import Lazy
     from minirun.container.records import Containers
+    from minirun.df import tree_size
     from minirun.humanize import human_size
 
     def size() -> str:
-        rw = _tree_size(Containers(store).dir(rec.id) / "upper")
+        rw = tree_size(Containers(store).dir(rec.id) / "upper")
         image = images.record(rec.image_id)
         virtual = rw + (image.size if image is not None else 0)
         return f"{human_size(rw)} (virtual {human_size(virtual)})" if virtual else human_size(rw)
 
     labels = images.container_labels(rec)
     return {"Size": Lazy(size), "Label": lambda key: labels.get(key, "")}
-
-
-def _tree_size(top: Path) -> int:
-    """Bytes in the files under ``top`` (a hard link counted once), like Docker's SizeRw."""
-    seen: set[tuple[int, int]] = set()
-    total = 0
-    for dirpath, _, filenames in os.walk(top):
-        for name in filenames:
-            try:
-                st = os.lstat(os.path.join(dirpath, name))
-            except OSError:
-                continue
-            if (st.st_dev, st.st_ino) not in seen:
-                seen.add((st.st_dev, st.st_ino))
-                total += st.st_size
-    return total
 
 
 class _Images:

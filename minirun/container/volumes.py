@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from minirun import events
+from minirun.df import tree_size
 from minirun.errors import UsageError, VolumeError, VolumeInUse, VolumeNotFound
 from minirun.image.store import Store, file_lock
 
@@ -273,22 +274,6 @@ def remove(store: Store, name: str, force: bool = False) -> None:
         if held:
             raise VolumeInUse(name, held)
         _delete_locked(store, name)
-
-
-def tree_size(path: Path) -> int:
-    """Bytes of the files under ``path`` (a hard link counted once; links not followed)."""
-    seen: set[tuple[int, int]] = set()
-    total = 0
-    for top, dirs, files in os.walk(path):
-        for name in files + [d for d in dirs if os.path.islink(os.path.join(top, d))]:
-            try:
-                st = os.lstat(os.path.join(top, name))
-            except OSError:
-                continue
-            if (st.st_dev, st.st_ino) not in seen:
-                seen.add((st.st_dev, st.st_ino))
-                total += st.st_size
-    return total
 
 
 def usage(store: Store) -> list[tuple[str, int, int]]:
