@@ -390,7 +390,7 @@ def wait(ctx: click.Context, container: tuple[str, ...]) -> None:
 @click.argument("container")
 @click.pass_context
 def logs(ctx: click.Context, follow: bool, tail: str, timestamps: bool, container: str) -> None:
-    """Fetch the logs of a (detached) container: its stdout and stderr, each to its own."""
+    """Fetch the logs of a container (detached or not): its stdout and stderr, each to its own."""
     import minirun.container.logs as log
     from minirun.container.records import Containers
 

@@ -39,8 +39,8 @@ destination, ``RESOLVE_BENEATH``); an existing directory is never replaced by a
 non-directory or the other way round.
 
 Ownership: written into a container, files belong to root (0:0) unless ``-a`` (then the
-tar's, i.e. the host files', uid:gid); written to the host, they keep the container's
-uid:gid (minirun runs as root). Modes (setuid included), mtimes and
+tar's, i.e. the host files', uid:gid); written to the host, they belong to the user who
+runs ``cp`` unless ``-a`` (then the container's uid:gid), as Docker documents. Modes (setuid included), mtimes and
 ``security.capability`` are kept.
 """
 
@@ -1152,9 +1152,9 @@ def copy_from(store: Store, rec: ContainerRecord, src: str, dest: str | BinaryIO
               follow: bool = False, archive: bool = False, label: str | None = None) -> CopyResult:
     """``cp CONTAINER:SRC DEST``: SRC of the container to the host path DEST (Docker's
     rules, see the module doc), or, when ``dest`` is a stream, a tar of SRC written to
-    it (``cp CONTAINER:SRC -``). ``follow``: -L. The files keep the container's
-    uid:gid (``archive`` changes nothing in this direction)."""
-    del archive
+    it (``cp CONTAINER:SRC -``). ``follow``: -L. The files belong to the user running
+    this, or keep the container's uid:gid with ``archive`` (-a); a tar stream always
+    carries the container's."""
     name = _label(rec, label)
     if not src:
         raise CopyError("source path cannot be empty")
@@ -1195,7 +1195,8 @@ def copy_from(store: Store, rec: ContainerRecord, src: str, dest: str | BinaryIO
                     child.data_r = -1
                     raw = pipe_in
                     reader = _Counting(raw)
-                    n = Extractor(base_fd, "", BENEATH, owner=None, old_top=source.top,
+                    owner = None if archive else (os.getuid(), os.getgid())
+                    n = Extractor(base_fd, "", BENEATH, owner=owner, old_top=source.top,
                                   new_top=place.top, where=place.extract_dir).run(reader)
                     reader.drain()
             finally:

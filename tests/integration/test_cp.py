@@ -183,9 +183,14 @@ def test_out_through_container_links_reads_the_container_never_the_host(
 
 
 @BOTH
-def test_out_keeps_the_container_owner(containers: dict[str, str], mr: Cli, tmp_path: Path, ctr: str) -> None:
-    assert mr("cp", f"{ctr}:/d", str(tmp_path)).returncode == 0
-    st = os.lstat(tmp_path / "d" / "f")
+def test_out_owner_is_the_caller_unless_archive(containers: dict[str, str], mr: Cli, tmp_path: Path,
+                                                ctr: str) -> None:
+    # Docker's documented rule: the invoking user's uid:gid; -a keeps the source's
+    assert mr("cp", f"{ctr}:/d", str(tmp_path / "plain")).returncode == 0
+    st = os.lstat(tmp_path / "plain" / "f")
+    assert (st.st_uid, st.st_gid) == (os.getuid(), os.getgid())
+    assert mr("cp", "-a", f"{ctr}:/d", str(tmp_path / "kept")).returncode == 0
+    st = os.lstat(tmp_path / "kept" / "f")
     assert (st.st_uid, st.st_gid) == (1234, 567)
 
 
