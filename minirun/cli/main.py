@@ -237,10 +237,9 @@ def _exit(code: int) -> None:
 
 
 def _status(code: int) -> int:
-    """Docker's statuses: 125 is minirun's own failure in `run` (and `start -a`, which
-    runs the container attached); every other verb's error is 1."""
+    """Docker's statuses: 125 is minirun's own failure in `run`; every other verb's error
+    is 1 (`start -a` too: only the container's own status passes through)."""
     if code != 125:
         return code
-    verb, rest = _verb_and_args(sys.argv[1:])
-    attached_start = verb == "start" and any(a in ("-a", "--attach") for a in rest)
-    return 125 if verb == "run" or attached_start else 1
+    verb, _rest = _verb_and_args(sys.argv[1:])
+    return 125 if verb == "run" else 1

@@ -71,28 +71,53 @@ def ls(ctx: click.Context, quiet: bool, no_trunc: bool, fmt: str) -> None:
     rows = [{"ID": n.id if no_trunc else n.id[:12], "Name": n.name, "Driver": "bridge", **common,
              "CreatedAt": created(n.created), "Subnet": n.subnet, "Bridge": n.bridge}
             for n in Networks(store).all()]
-    rows += [{"ID": "-", "Name": m, "Driver": d, **common, "CreatedAt": "", "Subnet": "", "Bridge": ""}
-             for m, d in (("host", "host"), ("none", "null"))]
+    rows += [{"ID": _builtin_id(m, no_trunc), "Name": m, "Driver": d, **common, "CreatedAt": "",
+              "Subnet": "", "Bridge": ""} for m, d in (("host", "host"), ("none", "null"))]
     if quiet:
         for r in rows:
-            if r["ID"] != "-":
-                click.echo(r["ID"])
+            click.echo(r["ID"])
         return
     listing(fmt, rows, _NETWORK_HEADERS, ["ID", "Name", "Driver", "Scope", "Subnet"], "network")
 
 
+def _builtin_id(name: str, no_trunc: bool) -> str:
+    """host and none have IDs in Docker too (a daemon's random ones): a fixed one here."""
+    import hashlib
+
+    full = hashlib.sha256(f"minirun network {name}".encode()).hexdigest()
+    return full if no_trunc else full[:12]
+
+
 @network.command("inspect")
+@click.option("-f", "--format", "fmt", metavar="TEMPLATE",
+              help="Format each network with a Go template ('{{.IPAM.Config}}'); json: the JSON array.")
 @click.argument("name", nargs=-1, required=True)
 @click.pass_context
-def inspect(ctx: click.Context, name: tuple[str, ...]) -> None:
+def inspect(ctx: click.Context, fmt: str | None, name: tuple[str, ...]) -> None:
     """Show networks as JSON (Docker's fields: IPAM, Containers, Options...)."""
     from minirun.network.attach import network_inspect, reconcile
     from minirun.network.config import Networks
 
+    template = None
+    if fmt and fmt != "json":
+        from minirun.cli.template import parse
+
+        template = parse(fmt)  # a bad template fails first, as in Docker
     store = store_from(ctx, "network inspect")
     reconcile(store)
     nets = Networks(store)
-    json_doc([network_inspect(store, nets.lookup(n)) for n in name])
+    docs = []
+    for n in name:  # Docker: every name is tried, each failure on its own line
+        try:
+            docs.append(network_inspect(store, nets.lookup(n)))
+        except MinirunError as e:
+            click.echo(f"Error: {e}", err=True)
+    if template is None:
+        json_doc(docs)
+    else:
+        click.echo("".join(template.render(d, "network") + "\n" for d in docs), nl=False)
+    if len(docs) < len(name):
+        ctx.exit(1)
 
 
 @network.command("rm")

@@ -405,6 +405,8 @@ def parse_volume_flag(spec: str) -> MountRequest:
         raise UsageError(f"invalid volume specification: '{spec}' (too many colons)")
     if not _valid_mode(mode):
         raise UsageError(f"invalid mode: {mode} (in -v '{spec}'; use ro or rw, nocopy, a propagation)")
+    if source in (".", "..") or source.startswith(("./", "../")):
+        source = os.path.abspath(source)  # Docker's CLI (23+): a relative bind, from the cwd
     kind = "bind" if source.startswith("/") else "volume"
     modes = mode.split(",") if mode else []
     req = MountRequest(type=kind, target=_check_target(target, kind, spec), source=source,

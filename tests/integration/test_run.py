@@ -444,9 +444,12 @@ def test_other_verbs_fail_with_status_1(cli: Cli, args: list[str]) -> None:
     assert r.stderr.startswith("Error: ") and r.stderr.count("\n") == 1
 
 
-def test_run_and_attached_start_keep_125(cli: Cli) -> None:
-    assert cli("start", "-a", "nope").returncode == 125
+def test_run_keeps_125_attached_start_does_not(cli: Cli) -> None:
+    # Docker: only run's own failures are 125; start -a passes on the container's status,
+    # and its own errors (no such container, several names) are 1
     assert cli("run", "--pull", "never", "nope:1", "true").returncode == 125
+    assert cli("start", "-a", "nope").returncode == 1
+    assert cli("start", "-a", "nope", "nope2").returncode == 1
 
 
 @pytest.mark.parametrize("pull", ["missing", "never"])

@@ -422,3 +422,15 @@ def test_copy_up_reads_layers_as_overlay_merges_them(tmp_path: Path) -> None:
     empty.mkdir()
     os.symlink("/etc", lower / "link")
     assert not vols.copy_up([str(lower)], "/link", empty) and os.listdir(empty) == []
+
+
+def test_relative_bind_from_the_cwd(root: Path, tmp_path: Path) -> None:
+    """Docker's CLI (23+): -v ./dir:/m binds a dir relative to the current directory."""
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "f").write_text("relative\n")
+    env = {**os.environ, "MINIRUN_ROOT": str(root)}
+    r = subprocess.run([str(MINIRUN), "run", "--rm", "--network", "none", "--pull", "never",
+                        "-v", "./sub:/m:ro", "busybox", "cat", "/m/f"],
+                       cwd=tmp_path, env=env, capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "relative\n"
