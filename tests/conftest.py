@@ -44,6 +44,26 @@ def store_cli(env: dict[str, str]) -> Callable[..., subprocess.CompletedProcess[
     return run
 
 
+def loaded_root(tmp_path_factory: pytest.TempPathFactory, built_images: Path,
+                names: Sequence[str] = ("busybox",)) -> Iterator[Path]:
+    """The body of a module-scoped ``root`` fixture: a fresh store with the offline
+    images ``names`` loaded through the real CLI; every container in it removed after."""
+    store = tmp_path_factory.mktemp("store")
+    env = {**os.environ, "MINIRUN_ROOT": str(store)}
+    for name in names:
+        subprocess.run([str(MINIRUN), "load", "-q", "-i", str(built_images / name)], check=True, env=env)
+    yield store
+    ids = subprocess.run([str(MINIRUN), "ps", "-aq"], env=env, capture_output=True, text=True).stdout.split()
+    if ids:
+        subprocess.run([str(MINIRUN), "rm", "-f", *ids], env=env, capture_output=True)
+
+
+@pytest.fixture
+def mr(root: Path) -> Cli:
+    """``mr("ps", "-a")``: the real minirun against the module's ``root`` store."""
+    return store_cli({**os.environ, "MINIRUN_ROOT": str(root)})
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if os.geteuid() == 0:
         return

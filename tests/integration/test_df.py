@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,7 +14,7 @@ import pytest
 from minirun import df
 from minirun.helpers import helper_binary
 from minirun.image.store import Store
-from tests.conftest import MINIRUN, store_cli
+from tests.conftest import loaded_root
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root: real containers")
 
@@ -27,19 +26,7 @@ RUN = ("--network", "none", "--pull", "never")
 
 @pytest.fixture(scope="module")
 def root(tmp_path_factory: pytest.TempPathFactory, built_images: Path) -> Iterator[Path]:
-    store = tmp_path_factory.mktemp("store")
-    env = {**os.environ, "MINIRUN_ROOT": str(store)}
-    for name in ("busybox", "busybox-extra"):
-        subprocess.run([str(MINIRUN), "load", "-q", "-i", str(built_images / name)], check=True, env=env)
-    yield store
-    ids = subprocess.run([str(MINIRUN), "ps", "-aq"], env=env, capture_output=True, text=True).stdout.split()
-    if ids:
-        subprocess.run([str(MINIRUN), "rm", "-f", *ids], env=env, capture_output=True)
-
-
-@pytest.fixture
-def mr(root: Path):  # type: ignore[no-untyped-def]
-    return store_cli({**os.environ, "MINIRUN_ROOT": str(root)})
+    yield from loaded_root(tmp_path_factory, built_images, ("busybox", "busybox-extra"))
 
 
 def test_shared_layers_counted_once(root: Path, mr) -> None:  # type: ignore[no-untyped-def]

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from minirun.helpers import helper_binary
-from tests.conftest import MINIRUN, store_cli
+from tests.conftest import MINIRUN, loaded_root, store_cli
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root: real containers")
 
@@ -27,13 +27,7 @@ RUN = ("--network", "none", "--pull", "never")
 
 @pytest.fixture(scope="module")
 def root(tmp_path_factory: pytest.TempPathFactory, built_images: Path) -> Iterator[Path]:
-    store = tmp_path_factory.mktemp("store")
-    env = {**os.environ, "MINIRUN_ROOT": str(store)}
-    subprocess.run([str(MINIRUN), "load", "-q", "-i", str(built_images / "busybox")], check=True, env=env)
-    yield store
-    ids = subprocess.run([str(MINIRUN), "ps", "-aq"], env=env, capture_output=True, text=True).stdout.split()
-    if ids:
-        subprocess.run([str(MINIRUN), "rm", "-f", *ids], env=env, capture_output=True)
+    yield from loaded_root(tmp_path_factory, built_images)
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from minirun.helpers import helper_binary
-from tests.conftest import MINIRUN, store_cli, store_snapshot
+from tests.conftest import MINIRUN, loaded_root, store_snapshot
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root: real containers")
 
@@ -28,18 +28,7 @@ RUN = ("--network", "none", "--pull", "never")
 
 @pytest.fixture(scope="module")
 def root(tmp_path_factory: pytest.TempPathFactory, built_images: Path) -> Iterator[Path]:
-    store = tmp_path_factory.mktemp("store")
-    env = {**os.environ, "MINIRUN_ROOT": str(store)}
-    subprocess.run([str(MINIRUN), "load", "-q", "-i", str(built_images / "busybox")], check=True, env=env)
-    yield store
-    ids = subprocess.run([str(MINIRUN), "ps", "-aq"], env=env, capture_output=True, text=True).stdout.split()
-    if ids:
-        subprocess.run([str(MINIRUN), "rm", "-f", *ids], env=env, capture_output=True)
-
-
-@pytest.fixture
-def mr(root: Path) -> Cli:
-    return store_cli({**os.environ, "MINIRUN_ROOT": str(root)})
+    yield from loaded_root(tmp_path_factory, built_images)
 
 
 def detach(mr: Cli, name: str, *cmd: str, opts: tuple[str, ...] = ()) -> str:
