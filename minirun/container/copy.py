@@ -415,14 +415,20 @@ def _resolve_in(path: str) -> str:
     return os.path.realpath(path)
 
 
-def _stat_in(root: int, given: str, label: str) -> _Stat:
-    """Docker's ResolvePath + StatPath for a container path."""
+def _stat_in(root: int, given: str, label: str, *, not_a_dir: bool = True) -> _Stat:
+    """Docker's ResolvePath + StatPath for a container path. A trailing ``/`` or ``/.`` on
+    something that is no directory (a file, or a link to one) is "not a directory", as
+    Docker's lstat says, unless ``not_a_dir`` is False (a DEST: then it is just missing)."""
     abs_path = container_abs(given)
     dir_part, last = _split(abs_path)
     resolved = _resolve_in(dir_part or "/").rstrip("/") + "/" + last
     try:
         st = _lstat_in(root, resolved)
-    except (FileNotFoundError, NotADirectoryError):
+    except NotADirectoryError:
+        if not_a_dir and asserts_directory(abs_path) and _exists_in(root, clean(abs_path)):
+            raise CopyError(f"lstat {abs_path}: not a directory (in container {label})") from None
+        raise CopyPathNotFound(abs_path, label) from None
+    except FileNotFoundError:
         raise CopyPathNotFound(abs_path, label) from None
     target = _resolve_in(abs_path) if stat.S_ISLNK(st.st_mode) else ""
     return _Stat(resolved, st, target)
@@ -550,14 +556,14 @@ def _dest_in(root: int, dest: str, label: str) -> DestInfo:
     """Docker's client-side stat of a container DEST: a symlink is followed (in scope)."""
     abs_path = container_abs(dest)
     try:
-        info = _stat_in(root, abs_path, label)
+        info = _stat_in(root, abs_path, label, not_a_dir=False)
     except CopyPathNotFound:
         return DestInfo(abs_path, False)
     path, st = abs_path, info.st
     if stat.S_ISLNK(st.st_mode):
         path = preserve_trailing(info.link_target, abs_path)
         try:
-            st = _stat_in(root, path, label).st
+            st = _stat_in(root, path, label, not_a_dir=False).st
         except CopyPathNotFound:
             return DestInfo(path, False)
     if not (stat.S_ISDIR(st.st_mode) or stat.S_ISREG(st.st_mode)):
@@ -1120,7 +1126,9 @@ def host_source(src: str, follow: bool) -> _HostSource:
             rebase = (_go_base(path) if has_trailing_separator(path) and _go_base(path) != _go_base(resolved)
                       else "")
         st = os.lstat(resolved)
-    except (FileNotFoundError, NotADirectoryError):
+    except NotADirectoryError:  # a file (or a link to one) given as ``f/``, ``f/.`` or ``f/x``
+        raise CopyError(f"lstat {path}: not a directory") from None
+    except FileNotFoundError:
         raise CopyError(f"lstat {path.rstrip('/') or '/'}: no such file or directory") from None
     return _HostSource(SourceInfo(resolved, stat.S_ISDIR(st.st_mode), archive_top(resolved), rebase),
                        resolved, st)

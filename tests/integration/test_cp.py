@@ -150,6 +150,32 @@ def test_out_path_rules_errors(containers: dict[str, str], mr: Cli, tmp_path: Pa
     assert (tmp_path / "file").read_text() == "x"
 
 
+
+@BOTH
+def test_a_trailing_slash_or_dot_on_a_file_is_not_a_directory(containers: dict[str, str], mr: Cli,
+                                                              env: dict[str, str], tmp_path: Path,
+                                                              ctr: str) -> None:
+    # Docker: lstat .../etc/passwd/: not a directory (not "Could not find the file")
+    for given in ("/d/f/", "/d/f/.", "/lnk/", "/lnk/."):
+        line = one_error(mr("cp", f"{ctr}:{given}", str(tmp_path / "y")),
+                         f"lstat {given}: not a directory (in container {ctr})")
+        assert "Could not find" not in line
+        one_error(mr("cp", "-L", f"{ctr}:{given}", str(tmp_path / "y")), f"lstat {given}: not a directory")
+    one_error(mr("cp", f"{ctr}:/nope/", str(tmp_path / "y")), "Could not find the file /nope/ in container")
+    # host side: the file exists, it is no directory
+    host = tmp_path / "src"
+    host.mkdir()
+    (host / "a.txt").write_text("A\n")
+    for suffix in ("/", "/."):
+        given = f"{host}/a.txt{suffix}"
+        line = one_error(mr("cp", given, f"{ctr}:/tmp"), f"lstat {given}: not a directory")
+        assert "no such file" not in line
+    # as a DEST a file/ is what Docker calls it: a directory that does not exist
+    one_error(mr("cp", str(host / "a.txt"), f"{ctr}:/d/f/"), "no such directory")
+    assert not (tmp_path / "y").exists()
+    assert listing(env, ctr, "/d/f")["f"][3] == b"hi\n"  # untouched
+
+
 def test_errors_about_the_arguments(containers: dict[str, str], mr: Cli, tmp_path: Path) -> None:
     one_error(mr("cp", "nosuch:/x", str(tmp_path)), "no such container: nosuch")
     one_error(mr("cp", str(tmp_path), str(tmp_path)), "at least one container")

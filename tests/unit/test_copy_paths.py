@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import tarfile
+from pathlib import Path
 
 import pytest
 
@@ -150,3 +151,22 @@ def test_pseudo_devices_from_mountinfo() -> None:
     import os
 
     assert cp._pseudo_devices(info) == {os.makedev(0, 41), os.makedev(0, 43)}
+
+
+@pytest.mark.parametrize("suffix", ["/", "/.", "/x"])
+@pytest.mark.parametrize("follow", [False, True])
+def test_a_host_file_given_as_a_directory_is_not_a_directory(tmp_path: Path, suffix: str, follow: bool) -> None:
+    (tmp_path / "a.txt").write_text("a")
+    (tmp_path / "lnk").symlink_to("a.txt")
+    for name in ("a.txt", "lnk"):
+        given = f"{tmp_path}/{name}{suffix}"
+        with pytest.raises(CopyError) as e:
+            cp.host_source(given, follow)
+        assert str(e.value) == f"lstat {given}: not a directory"
+
+
+def test_a_missing_host_source_is_still_missing(tmp_path: Path) -> None:
+    for given in (f"{tmp_path}/nope", f"{tmp_path}/nope/", f"{tmp_path}/nope/."):
+        with pytest.raises(CopyError, match=f"^lstat {tmp_path}/nope(/\\.)?: no such file or directory$"):
+            cp.host_source(given, False)
+    assert cp.host_source(f"{tmp_path}/", False).info.is_dir  # a real dir/ still copies
