@@ -387,9 +387,13 @@ def wait(ctx: click.Context, container: tuple[str, ...]) -> None:
 @click.option("-f", "--follow", is_flag=True, help="Follow log output (ends when the container exits).")
 @click.option("-n", "--tail", default="all", show_default=True, help="Lines to show from the end.")
 @click.option("-t", "--timestamps", is_flag=True, help="Show timestamps.")
+@click.option("--since", help="Show logs since a time (e.g. 2026-12-03T10:00:00Z, a unix timestamp) "
+                              "or a duration before now (e.g. 42m).")
+@click.option("--until", help="Show logs before a time or a duration before now.")
 @click.argument("container")
 @click.pass_context
-def logs(ctx: click.Context, follow: bool, tail: str, timestamps: bool, container: str) -> None:
+def logs(ctx: click.Context, follow: bool, tail: str, timestamps: bool, since: str | None,
+         until: str | None, container: str) -> None:
     """Fetch the logs of a container (detached or not): its stdout and stderr, each to its own."""
     import minirun.container.logs as log
     from minirun.container.records import Containers
@@ -399,7 +403,13 @@ def logs(ctx: click.Context, follow: bool, tail: str, timestamps: bool, containe
     containers = Containers(store_from(ctx, "logs"))
     rec = containers.get(container)
     path = containers.log_file(rec.id)
-    lines, offset = log.read(path, None if tail == "all" else int(tail))
+    since_ns = until_ns = None
+    if since or until:
+        from minirun.events import parse_time
+
+        since_ns = parse_time(since, "--since") if since else None
+        until_ns = parse_time(until, "--until") if until else None
+    lines, offset = log.read(path, None if tail == "all" else int(tail), since_ns, until_ns)
     out, err = sys.stdout, sys.stderr
 
     def emit(line: log.LogLine) -> None:
@@ -414,6 +424,8 @@ def logs(ctx: click.Context, follow: bool, tail: str, timestamps: bool, containe
             return containers.refresh(containers.get(rec.id)).alive()
 
         for line in log.follow(path, offset, running):
+            if until_ns is not None and line.time_ns >= until_ns:
+                break
             emit(line)
 
 

@@ -26,6 +26,21 @@ class LogLine:
     text: str  # with its trailing "\n" when the line is complete
 
 
+    @property
+    def time_ns(self) -> int:
+        """The record's time in ns since the epoch (0 if malformed)."""
+        import calendar
+        import time as _time
+
+        head, _, frac = self.time.rstrip("Z").partition(".")
+        try:
+            secs = calendar.timegm(_time.strptime(head, "%Y-%m-%dT%H:%M:%S"))
+        except ValueError:
+            return 0
+        digits = (frac + "000000000")[:9]
+        return secs * 10**9 + (int(digits) if digits.isdigit() else 0)
+
+
 def parse(record: str) -> LogLine | None:
     parts = record.rstrip("\n").split(" ", 3)
     if len(parts) < 3 or parts[1] not in ("stdout", "stderr") or parts[2] not in ("F", "P"):
@@ -41,14 +56,21 @@ def _records(f: object) -> Iterator[LogLine]:
             yield line
 
 
-def read(path: Path, tail: int | None = None) -> tuple[list[LogLine], int]:
-    """All records (or the last ``tail`` complete lines) and the offset read up to."""
+def read(path: Path, tail: int | None = None, since_ns: int | None = None,
+         until_ns: int | None = None) -> tuple[list[LogLine], int]:
+    """All records (or the last ``tail`` complete lines), those written in
+    [since_ns, until_ns) when given, and the offset read up to."""
     try:
         with open(path, encoding="utf-8", errors="replace", newline="\n") as f:
+            records = _records(f)
+            if since_ns is not None or until_ns is not None:
+                records = (r for r in records
+                           if (since_ns is None or r.time_ns >= since_ns)
+                           and (until_ns is None or r.time_ns < until_ns))
             if tail is None:
-                lines = list(_records(f))
+                lines = list(records)
             else:
-                lines = _last_lines(_records(f), tail)
+                lines = _last_lines(records, tail)
             return lines, f.tell()
     except FileNotFoundError:
         return [], 0

@@ -196,3 +196,20 @@ def test_health_flags_recorded(mr) -> None:  # type: ignore[no-untyped-def]
         mr("rm", "hc1")
     r = mr("run", "--health-interval", "soon", *RUN, "busybox", "true")
     assert r.returncode == 125 and "invalid duration" in r.stderr
+
+
+def test_logs_since_until(mr) -> None:  # type: ignore[no-untyped-def]
+    r = mr("run", "--name", "lg1", *RUN, "busybox", "sh", "-c", "echo early; sleep 1.2; echo late")
+    try:
+        assert r.returncode == 0, r.stderr
+        stamps = mr("logs", "-t", "lg1").stdout.splitlines()
+        assert [s.split(" ", 1)[1] for s in stamps] == ["early", "late"]
+        late_at = stamps[1].split(" ", 1)[0]
+        assert mr("logs", "--since", late_at, "lg1").stdout == "late\n"
+        assert mr("logs", "--until", late_at, "lg1").stdout == "early\n"
+        assert mr("logs", "--since", "1h", "lg1").stdout == "early\nlate\n"
+        assert mr("logs", "--until", "1h", "lg1").stdout == ""
+        r = mr("logs", "--since", "yesterday-ish", "lg1")
+        assert r.returncode == 1 and "--since" in r.stderr
+    finally:
+        mr("rm", "lg1")
