@@ -3,7 +3,8 @@
 ::
 
     buildcache/entries/<key hex>.json   {"config": <image config JSON text>, "layers": [...],
-                                         "created": <time>}
+                                         "created": <time>, "last_used": <time>,
+                                         "uses": <builds that took it, its own included>}
     buildcache/stages.json              image IDs of the non-target stages kept for the cache
 
 A key is the sha256 of (the state the step starts from — an image ID, i.e. the digest of
@@ -15,7 +16,8 @@ step's key is the same on the next build) and its layer descriptors.
 Entries hold no layers themselves: the layers belong to images (the built image, or the
 kept images of the non-target stages), so ``system check`` sees nothing unreferenced, and
 ``rmi``/``prune`` may take them. An entry whose layers or blobs are gone is a miss (and
-is dropped). :func:`usage` and :func:`prune` are for ``system df`` and ``system prune``.
+is dropped). :func:`usage`/:func:`entries` and :func:`prune` are for ``system df`` and
+``system prune``.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import hashlib
 import json
 import os
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -61,8 +64,30 @@ def key(*parts: Any) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
-def lookup(store: Store, k: str) -> Entry | None:
-    """The entry of key ``k`` if it is there and everything it names is still stored."""
+def lookup(store: Store, k: str, use: bool = False) -> Entry | None:
+    """The entry of key ``k`` if it is there and everything it names is still stored;
+    ``use``: a build takes it (its last-used time and usage count go up)."""
+    found = _load(store, k)
+    if found is None:
+        return None
+    entry, data = found
+    if use:
+        from minirun.image.store import atomic_write
+
+        data.update(last_used=time.time(), uses=_uses(data) + 1)
+        with contextlib.suppress(OSError):
+            atomic_write(_entries(store) / f"{k}.json", json.dumps(data).encode(), store.tmp)
+    return entry
+
+
+def _uses(data: dict[str, Any]) -> int:
+    n = data.get("uses", 1)
+    return n if isinstance(n, int) and n > 0 else 1
+
+
+def _load(store: Store, k: str) -> tuple[Entry, dict[str, Any]] | None:
+    """The entry of key ``k`` and its raw record, if everything it names is still stored
+    (else None, and an entry that can no longer hit is dropped)."""
     path = _entries(store) / f"{k}.json"
     try:
         data = json.loads(path.read_bytes())
@@ -81,7 +106,7 @@ def lookup(store: Store, k: str) -> Entry | None:
         with contextlib.suppress(OSError):
             path.unlink()  # its layers went with an rmi or prune: a miss
         return None
-    return entry
+    return entry, data
 
 
 def record(store: Store, k: str, entry: Entry) -> None:
@@ -89,7 +114,9 @@ def record(store: Store, k: str, entry: Entry) -> None:
 
     d = _entries(store)
     d.mkdir(parents=True, exist_ok=True)
-    data = {"config": entry.config.decode(), "layers": entry.layers, "created": time.time()}
+    now = time.time()
+    data = {"config": entry.config.decode(), "layers": entry.layers, "created": now,
+            "last_used": now, "uses": 1}
     atomic_write(d / f"{k}.json", json.dumps(data).encode(), store.tmp)
 
 
@@ -121,14 +148,9 @@ def usage(store: Store) -> tuple[int, int, int]:
     """(entries, bytes, reclaimable bytes) for ``system df``'s Build Cache row: the entries
     still valid, the bytes of the layers they name, and of those only the kept stage
     images hold (what :func:`prune` would free)."""
-    if not _entries(store).is_dir():
-        return 0, 0, 0
     sizes: dict[str, int] = {}
     count = 0
-    for p in _entries(store).glob("*.json"):
-        entry = lookup(store, p.stem)
-        if entry is None:
-            continue
+    for _, entry, _data in _valid(store):
         count += 1
         for diff_id in json.loads(entry.config)["rootfs"]["diff_ids"]:
             with contextlib.suppress(Exception):
@@ -142,6 +164,56 @@ def usage(store: Store) -> tuple[int, int, int]:
         target.update(layer.diff_id for layer in rec.layers)
     reclaimable = sum(sizes.get(d, 0) for d in held_by_stages - held_elsewhere)
     return count, total, reclaimable
+
+
+def _valid(store: Store) -> Iterator[tuple[str, Entry, dict[str, Any]]]:
+    """(key, entry, raw record) of every entry that can still hit."""
+    d = _entries(store)
+    if not d.is_dir():
+        return
+    for p in d.glob("*.json"):
+        found = _load(store, p.stem)
+        if found is not None:
+            yield p.stem, found[0], found[1]
+
+
+def entries(store: Store) -> list[dict[str, Any]]:
+    """``system df -v``'s Build Cache rows (Docker's keys; the same entries :func:`usage`
+    counts), the most recently used first. Size is the layer the step itself added (0 for
+    a step that added none); Shared: that layer is also in a tagged image. No build runs
+    while ``system df`` looks, so none is InUse."""
+    from minirun.humanize import ago, human_size
+
+    now = time.time()
+    tagged: set[str] = set()
+    for rec in store.images():
+        if rec.repo_tags:
+            tagged.update(layer.diff_id for layer in rec.layers)
+    rows: list[tuple[float, dict[str, Any]]] = []
+    for k, entry, data in _valid(store):
+        cfg = json.loads(entry.config)
+        history = cfg.get("history") or [{}]
+        last = history[-1] if isinstance(history[-1], dict) else {}
+        diff_ids = cfg["rootfs"]["diff_ids"]
+        own = diff_ids[-1] if diff_ids and not last.get("empty_layer") else None
+        size = 0
+        if own is not None:
+            with contextlib.suppress(Exception):
+                size = int(store.layer_info(own)["size"])
+        created = _time(data.get("created"), now)
+        last_used = _time(data.get("last_used"), created)
+        rows.append((last_used, {
+            "ID": k[:12], "CacheType": "regular",
+            "Description": str(last.get("created_by", "")).removesuffix(" # buildkit"),
+            "Size": human_size(size), "CreatedSince": ago(created, now),
+            "LastUsedSince": ago(last_used, now), "UsageCount": str(_uses(data)),
+            "Shared": "true" if own in tagged else "false", "InUse": False}))
+    rows.sort(key=lambda r: -r[0])
+    return [r for _, r in rows]
+
+
+def _time(value: Any, default: float) -> float:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else default
 
 
 def prune(store: Store) -> int:

@@ -768,7 +768,7 @@ class Builder:
         if k == "WORKDIR":
             v = self.progress.vertex(self._title(run.stage, num, total, f"WORKDIR {c['WorkingDir']}"))
         key = buildcache.key("meta", run.state.id, created_by, args_in_effect)
-        hit = None if self.opts.no_cache else buildcache.lookup(self.store, key)
+        hit = None if self.opts.no_cache else buildcache.lookup(self.store, key, use=True)
         if hit is not None:
             run.state = State.from_entry(hit)
         else:
@@ -830,7 +830,7 @@ class Builder:
         shown = " ".join(f"{n}={v}" if v is not None else n for n, v in run.args.items()
                          if n in [x for x, _ in df.name_values(ins, {}, self.escape)])
         key = buildcache.key("arg", run.state.id, shown)
-        hit = None if self.opts.no_cache else buildcache.lookup(self.store, key)
+        hit = None if self.opts.no_cache else buildcache.lookup(self.store, key, use=True)
         if hit is not None:
             run.state = State.from_entry(hit)
         else:
@@ -964,7 +964,7 @@ class Builder:
         created_by = f"RUN {prefix}{' '.join(argv)} # buildkit"
         v = self.progress.vertex(self._title(run.stage, num, total, f"RUN {ins.args}"))
         key = buildcache.key("run", run.state.id, argv, args_in_effect, network)
-        hit = None if self.opts.no_cache else buildcache.lookup(self.store, key)
+        hit = None if self.opts.no_cache else buildcache.lookup(self.store, key, use=True)
         if hit is not None:
             run.state = State.from_entry(hit)
             self.cached += 1
@@ -1109,9 +1109,12 @@ class Builder:
                 except ValueError:
                     raise BuildError(f"--chmod={flags['chmod']}: want an octal mode like 0755") from None
             src_tree, ignore, keep_owner, from_id = self.context, self.ignore, False, ""
+            where = "the build context"
             if "from" in flags:
                 src_tree, from_id = self._from_tree(flags["from"], runs)
                 ignore, keep_owner = None, True
+                is_stage = self.dockerfile.stage(flags["from"]) is not None
+                where = f'{"stage" if is_stage else "image"} "{flags["from"]}"'
             workdir = str((run.state.cfg().get("config") or {}).get("WorkingDir") or "/")
             dest_path = dest if dest.startswith("/") else posixpath.join(workdir, dest)
             as_dir = dest.endswith("/") or dest in (".", "") or dest_path.endswith("/.")
@@ -1123,10 +1126,13 @@ class Builder:
                                      "(download the file into the context and COPY it)")
                 clean = posixpath.normpath("/" + s).lstrip("/")
                 found = expand_sources(src_tree, clean, ignore)
-                if not found or (ignore is not None and clean and ignore.excluded(clean)):
-                    raise BuildError(f"{k} failed: file not found in build context or excluded by "
-                                     f".dockerignore: stat {s}: file does not exist" if from_id == ""
-                                     else f"{k} failed: {s} not found in {flags['from']}")
+                # a plain (non-glob) source comes back unchecked: it must exist (a symlink
+                # as the last part counts; where it leads is checked below)
+                if not found or (found == [clean] and src_tree.lstat(src_tree.resolve(clean, False)) is None):
+                    raise BuildError(f'{k} failed: "/{clean}": not found in {where}')
+                if ignore is not None and clean and ignore.excluded(clean):
+                    raise BuildError(f'{k} failed: "/{clean}": not found in the build context: '
+                                     "excluded by .dockerignore")
                 expanded += found
             if len(expanded) > 1 and not as_dir:
                 raise BuildError(f"When using {k} with more than one source file, the destination "
@@ -1140,7 +1146,7 @@ class Builder:
                     s_real = src_tree.resolve(s)  # a top-level symlink is followed, inside the tree
                     st = src_tree.lstat(s_real)
                     if st is None:
-                        raise BuildError(f"{k} failed: {s}: a symlink that leads nowhere inside the context")
+                        raise BuildError(f"{k} failed: {s}: a symlink that leads nowhere inside {where}")
                     if s in archives:
                         tree, digest = archives[s]
                         plan.extra.append(["archive", s, digest])
@@ -1155,7 +1161,7 @@ class Builder:
                                   keep_owner=keep_owner)
                 created_by = f"{k} {shown} # buildkit"
                 key = buildcache.key("copy", run.state.id, created_by, from_id, plan.key(), args_in_effect)
-                hit = None if self.opts.no_cache else buildcache.lookup(self.store, key)
+                hit = None if self.opts.no_cache else buildcache.lookup(self.store, key, use=True)
                 if hit is not None:
                     run.state = State.from_entry(hit)
                     self.cached += 1

@@ -344,3 +344,66 @@ def test_source_date_epoch_makes_builds_reproducible(mr: Cli, root: Path, tmp_pa
     r = mr("build", *NET, "--build-arg", "SOURCE_DATE_EPOCH=yesterday", str(tmp_path))
     assert r.returncode == 1 and "SOURCE_DATE_EPOCH='yesterday'" in r.stderr
     no_containers(mr)
+
+
+def test_missing_sources_say_what_and_where(mr: Cli, tmp_path: Path) -> None:
+    """A COPY/ADD source that is not there names the path and where it was looked for (the
+    build context, a stage, an image), as BuildKit's '"/nofile": not found'; a symlink in
+    the context that leads nowhere keeps its own message. Nothing is left behind."""
+    (tmp_path / "f").write_text("f\n")
+    os.symlink("no-such-target", tmp_path / "dangling")
+    images_before = mr("images", "-q", "--no-trunc").stdout
+
+    def fails(dockerfile: str) -> str:
+        (tmp_path / "Dockerfile").write_text(dockerfile)
+        r = mr("build", *NET, str(tmp_path))
+        assert r.returncode == 1, r.stdout + r.stderr
+        return r.stderr
+
+    err = fails("FROM busybox\nCOPY f nofile /x/\n")
+    assert 'COPY failed: "/nofile": not found in the build context' in err and "symlink" not in err, err
+    err = fails("FROM busybox\nADD ./sub/../nofile /x\n")
+    assert 'ADD failed: "/nofile": not found in the build context' in err, err
+    err = fails("FROM busybox\nCOPY *.nomatch /x/\n")
+    assert '"/*.nomatch": not found in the build context' in err, err
+    err = fails("FROM busybox AS builder\nRUN true\nFROM busybox\nCOPY --from=builder /app /app\n")
+    assert 'COPY failed: "/app": not found in stage "builder"' in err and "context" not in err, err
+    err = fails("FROM busybox\nCOPY --from=busybox /nope /x\n")
+    assert 'COPY failed: "/nope": not found in image "busybox"' in err, err
+    err = fails("FROM busybox\nCOPY dangling /x\n")
+    assert "COPY failed: dangling: a symlink that leads nowhere inside the build context" in err, err
+    err = fails("FROM busybox\nRUN ln -s /nowhere /lnk\nFROM busybox\nCOPY --from=0 /lnk /x\n")
+    assert 'a symlink that leads nowhere inside stage "0"' in err, err
+    assert mr("images", "-q", "--no-trunc").stdout == images_before
+    no_containers(mr)
+
+
+def test_system_df_lists_the_build_cache(mr: Cli, root: Path, tmp_path: Path) -> None:
+    """``system df -v`` has one Build Cache row per entry ``usage`` counts; a rebuild's hits
+    raise an entry's usage count; its size is the layer the step added."""
+    (tmp_path / "f").write_bytes(os.urandom(3000))  # a new COPY layer: a new entry
+    (tmp_path / "Dockerfile").write_text("FROM busybox\nCOPY f /f\nENV X=1\n")
+    build(mr, tmp_path, "-t", "dfcache")
+    build(mr, tmp_path, "-t", "dfcache")
+    store = Store(root)
+    count = buildcache.usage(store)[0]
+    assert count >= 2
+    rows = buildcache.entries(store)
+    assert len(rows) == count
+    copy = next(r for r in rows if r["Description"] == "COPY f /f")
+    assert copy["UsageCount"] == "2" and copy["Shared"] == "true" and copy["CacheType"] == "regular"
+    assert copy["Size"].endswith("kB") and len(copy["ID"]) == 12 and copy["InUse"] is False
+    env = next(r for r in rows if r["Description"] == "ENV X=1")
+    assert env["Size"] == "0B" and env["Shared"] == "false"
+    out = mr("system", "df", "-v")
+    assert out.returncode == 0, out.stderr
+    section = out.stdout.split("Build cache usage:")[1].splitlines()[1:]
+    header = [i for i, line in enumerate(section) if line.startswith("CACHE ID")]
+    assert header, out.stdout
+    table_rows = [line for line in section[header[0] + 1:] if line.strip()]
+    assert len(table_rows) == count, out.stdout
+    assert any(line.split()[:2] == [copy["ID"], "regular"] and " 2 " in line for line in table_rows)
+    doc = json.loads(mr("system", "df", "-v", "--format", "json").stdout)
+    assert len(doc["BuildCache"]) == count
+    summary = mr("system", "df", "--format", "{{.Type}} {{.TotalCount}}").stdout
+    assert f"Build Cache {count}" in summary
