@@ -80,6 +80,8 @@ _TRUE, _FALSE = ("1", "t", "T", "true", "TRUE", "True"), ("0", "f", "F", "false"
 
 
 @click.command()
+@click.option("-a", "--all", "all_", is_flag=True,
+              help="Show all images (by default the intermediate images build keeps are hidden).")
 @click.option("-q", "--quiet", is_flag=True, help="Only show image IDs.")
 @click.option("--no-trunc", is_flag=True, help="Don't truncate output.")
 @click.option("-f", "--filter", "filters", multiple=True, metavar="KEY=VALUE",
@@ -87,8 +89,8 @@ _TRUE, _FALSE = ("1", "t", "T", "true", "TRUE", "True"), ("0", "f", "F", "false"
 @click.option("--format", "fmt", default="table", metavar="table|json|TEMPLATE", help=FORMAT_HELP)
 @click.argument("repository", required=False)
 @click.pass_context
-def images(ctx: click.Context, quiet: bool, no_trunc: bool, filters: tuple[str, ...], fmt: str,
-           repository: str | None) -> None:
+def images(ctx: click.Context, all_: bool, quiet: bool, no_trunc: bool, filters: tuple[str, ...],
+           fmt: str, repository: str | None) -> None:
     """List images."""
     store = store_from(ctx, "images")
     wanted = parse_filters(filters, ("dangling", "reference", "label"))
@@ -99,8 +101,15 @@ def images(ctx: click.Context, quiet: bool, no_trunc: bool, filters: tuple[str, 
         dangling = value in _TRUE
     now = time.time()
     rows: list[dict[str, str]] = []
+    hidden: set[str] = set()
+    if not all_ and (store.root / "buildcache").is_dir():
+        from minirun.image import buildcache
+
+        hidden = set(buildcache.stage_images(store))  # Docker: intermediate images, -a only
     for rec in store.images():
         if dangling is not None and bool(rec.repo_tags) == dangling:
+            continue
+        if rec.id in hidden and not rec.repo_tags:
             continue
         if "label" in wanted and not label_match(_labels(store, rec), wanted["label"]):
             continue

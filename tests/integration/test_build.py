@@ -175,6 +175,10 @@ def test_multistage_target_and_copy_from(mr: Cli, root: Path, tmp_path: Path) ->
     assert len(final.layers) == 2  # only the target stage's layers
     kept = buildcache.stage_images(store)
     assert len(kept) == 1 and store.resolve(kept[0]).repo_tags == []  # the builder stage: untagged
+    # as Docker's intermediate images: listed by images -a only
+    short = kept[0].split(":")[1][:12]
+    assert short not in mr("images", "-q").stdout.split()
+    assert short in mr("images", "-a", "-q").stdout.split()
     # a rebuild runs nothing: the builder stage's result was kept for the cache
     again = build(mr, tmp_path, "-t", "ms:final").stdout
     assert again.count("CACHED") == 3
