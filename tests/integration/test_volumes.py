@@ -137,7 +137,7 @@ def test_volume_create_names_and_labels(mr: Cli, root: Path) -> None:
     for verb in ("inspect", "rm"):
         for hostile in ("../x", "/", "", ".."):
             assert "no such volume" in one_error(mr("volume", verb, hostile))
-    assert one_error(sh(mr, "true", "-v", "../x:/x"), 125).endswith("use absolute path")
+    assert one_error(sh(mr, "true", "-v", "a*b:/x"), 125).endswith("use absolute path")
     assert one_error(mr("volume", "create", "--opt", "bogus=1", "o1")).startswith("Error: invalid option key")
     assert "not supported" in one_error(mr("volume", "create", "-d", "nfs", "o2"))
     assert sorted(os.listdir(root / "volumes")) == before  # nothing made half-way
