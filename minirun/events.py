@@ -291,16 +291,9 @@ def strip_tag(ref: str) -> str:
 
 
 def parse_filters(specs: list[str] | tuple[str, ...]) -> Filter:
-    wanted: dict[str, list[str]] = {}
-    for spec in specs:
-        key, sep, value = spec.partition("=")
-        key = key.strip().lower()
-        if not sep:
-            raise UsageError(f"bad format of filter {spec!r} (expected name=value)")
-        if key not in FILTER_KEYS:
-            raise UsageError(f"invalid filter '{key}' (supported: {', '.join(FILTER_KEYS)})")
-        wanted.setdefault(key, []).append(value)
-    return Filter(wanted)
+    from minirun.filters import parse_filters as parse
+
+    return Filter(parse(specs, FILTER_KEYS))
 
 
 # --- times ------------------------------------------------------------------------------------

@@ -8,6 +8,8 @@ from typing import Any
 
 import click
 
+from minirun.filters import parse_filters  # noqa: F401  (the verbs import it from here)
+
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
     """Columns padded by three spaces, like Docker's tabwriter output."""
@@ -41,22 +43,6 @@ def listing(fmt: str, rows: Sequence[dict[str, Any]], headers: Mapping[str, Any]
         from minirun.cli.template import format_rows
 
         click.echo(format_rows(fmt, rows, headers, type_name), nl=False)
-
-
-def parse_filters(specs: Sequence[str], accepted: Sequence[str]) -> dict[str, list[str]]:
-    """``--filter KEY=VALUE`` flags, by key (Docker: values of one key OR, keys AND)."""
-    from minirun.errors import UsageError
-
-    out: dict[str, list[str]] = {}
-    for spec in specs:
-        key, sep, value = spec.partition("=")
-        key = key.strip().lower()
-        if not sep:
-            raise UsageError(f"bad format of filter {spec!r} (expected name=value)")
-        if key not in accepted:
-            raise UsageError(f"invalid filter '{key}' (supported: {', '.join(accepted)})")
-        out.setdefault(key, []).append(value)
-    return out
 
 
 def label_match(labels: Mapping[str, str], wanted: Sequence[str]) -> bool:

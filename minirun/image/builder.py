@@ -843,17 +843,10 @@ class Builder:
 
         k, args, esc = ins.keyword, ins.args, self.escape
         if k == "ENV":
-            current = list(c.get("Env") or [])
+            from minirun.container.spec import merge_env
+
             pairs = df.name_values(ins, env, esc)
-            for key, value in pairs:
-                item = f"{key}={value}"
-                for i, old in enumerate(current):
-                    if old.partition("=")[0] == key:
-                        current[i] = item
-                        break
-                else:
-                    current.append(item)
-            c["Env"] = current
+            c["Env"] = merge_env(list(c.get("Env") or []), [f"{key}={value}" for key, value in pairs])
             return "ENV " + " ".join(f"{key}={value}" for key, value in pairs)
         if k == "LABEL":
             pairs = df.name_values(ins, env, esc)

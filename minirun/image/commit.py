@@ -135,18 +135,11 @@ def apply_changes(config: dict[str, Any], changes: Sequence[str] | Sequence[Inst
                 cfg["Cmd"] = None
         elif k == "ENV":
             pairs = [(expand(key, env), expand(value, env)) for key, value in _name_values(rest, k)]
-            current = list(cfg.get("Env") or [])
-            for key, value in pairs:
-                if not key:
-                    raise UsageError("ENV names can not be blank")
-                item = f"{key}={value}"
-                for i, old in enumerate(current):
-                    if old.partition("=")[0] == key:
-                        current[i] = item
-                        break
-                else:
-                    current.append(item)
-            cfg["Env"] = current
+            if any(not key for key, _ in pairs):
+                raise UsageError("ENV names can not be blank")
+            from minirun.container.spec import merge_env
+
+            cfg["Env"] = merge_env(list(cfg.get("Env") or []), [f"{key}={value}" for key, value in pairs])
         elif k == "LABEL":
             labels = dict(cfg.get("Labels") or {})
             for key, value in _name_values(rest, k):

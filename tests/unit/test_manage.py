@@ -182,22 +182,22 @@ def _registered(store: Store, name: str) -> ContainerRecord:
 
 def test_rename_moves_the_name_index(loaded_store: Store) -> None:
     containers = Containers(loaded_store)
-    a = _registered(loaded_store, "a")
-    b = _registered(loaded_store, "b")
+    a = _registered(loaded_store, "ka")
+    b = _registered(loaded_store, "kb")
     names = loaded_store.root / "names"
-    containers.rename(containers.get("a"), "/c")
-    assert containers.get("c").id == a.id and os.readlink(names / "c") == a.id
-    assert not os.path.lexists(names / "a")
+    containers.rename(containers.get("ka"), "/kc")
+    assert containers.get("kc").id == a.id and os.readlink(names / "kc") == a.id
+    assert not os.path.lexists(names / "ka")
     with pytest.raises(ContainerNotFound):
-        containers.get("a")
+        containers.get("ka")
     with pytest.raises(NameInUse, match="remove \\(or rename\\)"):
-        containers.rename(containers.get("c"), "b")
+        containers.rename(containers.get("kc"), "kb")
     with pytest.raises(ContainerError, match="same name"):
-        containers.rename(containers.get("c"), "c")
+        containers.rename(containers.get("kc"), "kc")
     with pytest.raises(UsageError, match="invalid container name"):
-        containers.rename(containers.get("c"), "-x")
-    assert os.readlink(names / "b") == b.id and containers.get("c").id == a.id
-    assert _registered(loaded_store, "a").name == "a"  # the old name is free again
+        containers.rename(containers.get("kc"), "-x")
+    assert os.readlink(names / "kb") == b.id and containers.get("kc").id == a.id
+    assert _registered(loaded_store, "ka").name == "ka"  # the old name is free again
 
 
 def test_a_writer_that_loaded_before_the_rename_keeps_the_new_name(loaded_store: Store) -> None:
