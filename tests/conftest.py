@@ -6,6 +6,8 @@
   the real /var/lib/minirun), empty or with the three images loaded.
 * ``cli``: runs the real ``minirun`` entry point as a subprocess against ``store_root``.
 * ``root`` marker: tests that need root are skipped when not run as root.
+* ``CONTAINER_TESTS`` (a module's ``pytestmark``), ``RUN``, ``wait_for``, ``loaded_root``
+  and ``mr``: what the container integration modules share.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -31,6 +34,27 @@ MINIRUN = Path(sys.executable).parent / "minirun"
 IMAGE_NAMES = ("busybox", "busybox-extra", "busybox-edit")
 
 Cli = Callable[..., "subprocess.CompletedProcess[str]"]
+# a container test's run options: offline images, no network
+RUN = ("--network", "none", "--pull", "never")
+
+
+def _container_marks() -> list[pytest.MarkDecorator]:
+    from minirun.helpers import helper_binary
+
+    return [pytest.mark.skipif(os.geteuid() != 0, reason="needs root: real containers"),
+            pytest.mark.skipif(helper_binary("minirun-shim") is None,
+                               reason="minirun-shim is not built (make install)")]
+
+
+CONTAINER_TESTS = _container_marks()  # ``pytestmark = CONTAINER_TESTS``
+
+
+def wait_for(pred: Callable[[], object], timeout: float = 20) -> None:
+    """Poll ``pred`` every 50 ms until it is true; the test fails after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while not pred():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
 
 
 def store_cli(env: dict[str, str]) -> Callable[..., subprocess.CompletedProcess[str]]:

@@ -14,25 +14,19 @@ import subprocess
 import sys
 import termios
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from minirun.container.attach import _Escape, parse_detach_keys
 from minirun.errors import UsageError
-from minirun.helpers import helper_binary
-from tests.conftest import store_cli
+from tests.conftest import CONTAINER_TESTS, RUN, Cli, store_cli, wait_for
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root: real containers")
+pytestmark = CONTAINER_TESTS
 
 REPO = Path(__file__).resolve().parents[2]
 MINIRUN = str(Path(sys.executable).parent / "minirun")
-Cli = Callable[..., subprocess.CompletedProcess[str]]
-NET = ("--network", "none", "--pull", "never")
-
-if helper_binary("minirun-shim") is None:
-    pytest.skip("minirun-shim is not built (make install)", allow_module_level=True)
 
 
 def _env(store: Path) -> dict[str, str]:
@@ -66,13 +60,6 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 @pytest.fixture
 def cli(root: Path) -> Cli:
     return store_cli(_env(root))
-
-
-def wait_for(pred: Callable[[], bool], timeout: float = 10) -> None:
-    deadline = time.monotonic() + timeout
-    while not pred():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
 
 
 def state(cli: Cli, name: str) -> dict:
@@ -135,7 +122,7 @@ def _attached(term: Term, probe: bytes = b"echo at-$((2+3))\r", mark: bytes = b"
 
 
 def test_tty_attach_detach_keys_and_reattach(cli: Cli, root: Path) -> None:
-    r = cli("run", "-dit", "--name", "tsh", *NET, "busybox", "sh")
+    r = cli("run", "-dit", "--name", "tsh", *RUN, "busybox", "sh")
     assert r.returncode == 0, r.stderr
     term = Term(root, "attach", "tsh", rows=33, cols=101)
     try:
@@ -168,7 +155,7 @@ def test_tty_attach_detach_keys_and_reattach(cli: Cli, root: Path) -> None:
 
 
 def test_custom_detach_keys_and_held_bytes(cli: Cli, root: Path) -> None:
-    assert cli("run", "-dit", "--name", "tkeys", *NET, "busybox", "sh").returncode == 0
+    assert cli("run", "-dit", "--name", "tkeys", *RUN, "busybox", "sh").returncode == 0
     term = Term(root, "attach", "--detach-keys", "ctrl-x,y", "tkeys")
     try:
         _attached(term)
@@ -200,7 +187,7 @@ def _reader(proc: subprocess.Popen[bytes], want: bytes, timeout: float = 15) -> 
 def test_non_tty_attach_new_output_streams_apart_and_exit_status(cli: Cli, root: Path) -> None:
     script = ("echo before; while [ ! -e /go ]; do echo tick; sleep 0.05; done; "
               "echo out-line; echo err-line >&2; exit 7")
-    assert cli("run", "-d", "--name", "tick", *NET, "busybox", "sh", "-c", script).returncode == 0
+    assert cli("run", "-d", "--name", "tick", *RUN, "busybox", "sh", "-c", script).returncode == 0
     proc = subprocess.Popen([MINIRUN, "attach", "tick"], env=_env(root), stdin=subprocess.DEVNULL,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
@@ -219,7 +206,7 @@ def test_non_tty_attach_new_output_streams_apart_and_exit_status(cli: Cli, root:
 
 
 def test_interactive_detached_cat_echoes_input_and_stdin_stays_open(cli: Cli, root: Path) -> None:
-    assert cli("run", "-di", "--name", "kitty", *NET, "busybox", "cat").returncode == 0
+    assert cli("run", "-di", "--name", "kitty", *RUN, "busybox", "cat").returncode == 0
     for word in (b"hello\n", b"again\n"):
         proc = subprocess.Popen([MINIRUN, "attach", "kitty"], env=_env(root), stdin=subprocess.PIPE,
                                 stdout=subprocess.PIPE)
@@ -266,7 +253,7 @@ def _has_client(root: Path, name: str) -> bool:
 
 def test_sig_proxy_forwards_signals_to_a_non_tty_container(cli: Cli, root: Path) -> None:
     script = "trap 'echo got-term; exit 9' TERM; while :; do echo tick; sleep 0.05; done"
-    assert cli("run", "-d", "--name", "sigs", *NET, "busybox", "sh", "-c", script).returncode == 0
+    assert cli("run", "-d", "--name", "sigs", *RUN, "busybox", "sh", "-c", script).returncode == 0
     proc = subprocess.Popen([MINIRUN, "attach", "sigs"], env=_env(root), stdin=subprocess.DEVNULL,
                             stdout=subprocess.PIPE)
     try:
@@ -282,7 +269,7 @@ def test_sig_proxy_forwards_signals_to_a_non_tty_container(cli: Cli, root: Path)
 
 
 def test_start_a_of_an_exited_container_prints_its_output_and_status(cli: Cli) -> None:
-    r = cli("run", "--name", "again", *NET, "busybox", "sh", "-c", "echo out; echo err >&2; exit 3")
+    r = cli("run", "--name", "again", *RUN, "busybox", "sh", "-c", "echo out; echo err >&2; exit 3")
     assert (r.returncode, r.stdout, r.stderr) == (3, "out\n", "err\n")
     r = cli("start", "-a", "again")
     assert (r.returncode, r.stdout, r.stderr) == (3, "out\n", "err\n")
@@ -293,7 +280,7 @@ def test_start_a_of_an_exited_container_prints_its_output_and_status(cli: Cli) -
 
 
 def test_start_ai_sends_stdin_and_closes_it_at_eof(cli: Cli) -> None:
-    r = cli("run", "-i", "--name", "cat1", *NET, "busybox", "cat", input="first\n")
+    r = cli("run", "-i", "--name", "cat1", *RUN, "busybox", "cat", input="first\n")
     assert (r.returncode, r.stdout) == (0, "first\n")
     # an attached run -i is StdinOnce, as in Docker: our EOF ends cat
     r = cli("start", "-ai", "cat1", input="second\n")
@@ -303,7 +290,7 @@ def test_start_ai_sends_stdin_and_closes_it_at_eof(cli: Cli) -> None:
 
 
 def test_start_a_with_rm_is_removed_when_it_returns(cli: Cli, root: Path) -> None:
-    assert cli("run", "--name", "gone", *NET, "busybox", "true").returncode == 0
+    assert cli("run", "--name", "gone", *RUN, "busybox", "true").returncode == 0
     cid = cli("inspect", "-f", "{{.Id}}", "gone").stdout.strip()
     r = cli("start", "-a", "gone")
     assert r.returncode == 0, r.stderr
@@ -313,12 +300,12 @@ def test_start_a_with_rm_is_removed_when_it_returns(cli: Cli, root: Path) -> Non
 
 
 def test_logs_of_foreground_runs(cli: Cli, root: Path) -> None:
-    r = cli("run", "--name", "fg", *NET, "busybox", "echo", "x")
+    r = cli("run", "--name", "fg", *RUN, "busybox", "echo", "x")
     assert (r.returncode, r.stdout) == (0, "x\n")
     assert cli("logs", "fg").stdout == "x\n"
     assert cli("rm", "fg").returncode == 0
     # a tty run keeps its transcript (the stdout stream)
-    term = Term(root, "run", "-t", "--name", "fgt", *NET, "busybox", "sh", "-c",
+    term = Term(root, "run", "-t", "--name", "fgt", *RUN, "busybox", "sh", "-c",
                 "echo trans-$((4*5)); exit 4")
     try:
         term.expect(b"trans-20")
@@ -332,7 +319,7 @@ def test_logs_of_foreground_runs(cli: Cli, root: Path) -> None:
 
 
 def test_attach_to_a_stopped_container_is_an_error(cli: Cli) -> None:
-    assert cli("run", "--name", "stopped", *NET, "busybox", "true").returncode == 0
+    assert cli("run", "--name", "stopped", *RUN, "busybox", "true").returncode == 0
     r = cli("attach", "stopped")
     assert r.returncode == 1
     assert r.stderr == "Error: You cannot attach to a stopped container, start it first\n"
@@ -350,7 +337,7 @@ def test_long_store_root(tmp_path_factory: pytest.TempPathFactory) -> None:
     _load(store, tmp_path_factory.mktemp("layouts"))
     long_cli = store_cli(_env(store))
     try:
-        r = long_cli("run", "-d", "--name", "far", *NET, "busybox", "sh", "-c",
+        r = long_cli("run", "-d", "--name", "far", *RUN, "busybox", "sh", "-c",
                      "while [ ! -e /go ]; do echo tick; sleep 0.05; done; echo far-out; exit 2")
         assert r.returncode == 0, r.stderr
         sock = store / "containers" / r.stdout.strip() / "attach.sock"

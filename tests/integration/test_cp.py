@@ -15,16 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from minirun.helpers import helper_binary
-from tests.conftest import MINIRUN, store_cli
+from tests.conftest import CONTAINER_TESTS, MINIRUN, RUN, store_cli
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root: real containers")
-
-if helper_binary("minirun-shim") is None:
-    pytest.skip("minirun-shim is not built (make install)", allow_module_level=True)
+pytestmark = CONTAINER_TESTS
 
 Cli = Callable[..., "subprocess.CompletedProcess[str]"]
-RUN = ("--network", "none", "--pull", "never")
 # what each test container holds (made by its own command, so the exited one has it too)
 SETUP = ("mkdir -p /d/sub /in && echo hi > /d/f && echo sub > /d/sub/g && chown 1234:567 /d/f "
          "&& ln -s / /evil && ln -s ../../../../{escape} /etc/x && ln -s /d/f /lnk && ln -s /d /dlnk "
@@ -148,7 +143,6 @@ def test_out_path_rules_errors(containers: dict[str, str], mr: Cli, tmp_path: Pa
     one_error(mr("cp", f"{ctr}:/d/f/x", str(tmp_path / "y")), "Could not find the file")
     assert sorted(os.listdir(tmp_path)) == ["file"]
     assert (tmp_path / "file").read_text() == "x"
-
 
 
 @BOTH

@@ -5,23 +5,16 @@ and files a container wrote."""
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from minirun import df
-from minirun.helpers import helper_binary
 from minirun.image.store import Store
-from tests.conftest import loaded_root
+from tests.conftest import CONTAINER_TESTS, RUN, loaded_root
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root: real containers")
-
-if helper_binary("minirun-shim") is None:
-    pytest.skip("minirun-shim is not built (make install)", allow_module_level=True)
-
-RUN = ("--network", "none", "--pull", "never")
+pytestmark = CONTAINER_TESTS
 
 
 @pytest.fixture(scope="module")

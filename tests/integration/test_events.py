@@ -8,21 +8,14 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from minirun.helpers import helper_binary
-from tests.conftest import MINIRUN, loaded_root, store_cli
+from tests.conftest import CONTAINER_TESTS, MINIRUN, RUN, Cli, loaded_root, store_cli, wait_for
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root: real containers")
-
-if helper_binary("minirun-shim") is None:
-    pytest.skip("minirun-shim is not built (make install)", allow_module_level=True)
-
-Cli = Callable[..., "subprocess.CompletedProcess[str]"]
-RUN = ("--network", "none", "--pull", "never")
+pytestmark = CONTAINER_TESTS
 
 
 @pytest.fixture(scope="module")
@@ -38,13 +31,6 @@ def env(root: Path) -> dict[str, str]:
 @pytest.fixture
 def mr(env: dict[str, str]) -> Cli:
     return store_cli(env)
-
-
-def wait_for(pred: Callable[[], bool], timeout: float = 15) -> None:
-    deadline = time.monotonic() + timeout
-    while not pred():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
 
 
 def stream(env: dict[str, str], *args: str) -> subprocess.Popen[str]:

@@ -14,14 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from minirun.helpers import helper_binary
 from minirun.image import build as b
-from tests.conftest import MINIRUN, store_cli
+from tests.conftest import CONTAINER_TESTS, MINIRUN, store_cli
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root: real containers")
-
-if helper_binary("minirun-shim") is None:
-    pytest.skip("minirun-shim is not built (make install)", allow_module_level=True)
+pytestmark = CONTAINER_TESTS
 
 REPO = Path(__file__).resolve().parents[2]
 RUN = ("run", "--network", "none", "--pull", "never")

@@ -6,36 +6,22 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from minirun.helpers import helper_binary
-from tests.conftest import loaded_root
+from tests.conftest import CONTAINER_TESTS, RUN, Cli, loaded_root, wait_for
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root: real containers")
+pytestmark = CONTAINER_TESTS
 
-if helper_binary("minirun-shim") is None:
-    pytest.skip("minirun-shim is not built (make install)", allow_module_level=True)
-
-Cli = Callable[..., "subprocess.CompletedProcess[str]"]
-RUN = ("--network", "none", "--pull", "never")
 FAST = ("--health-interval", "200ms", "--health-timeout", "2s")
 
 
 @pytest.fixture(scope="module")
 def root(tmp_path_factory: pytest.TempPathFactory, built_images: Path) -> Iterator[Path]:
     yield from loaded_root(tmp_path_factory, built_images)
-
-
-def wait_for(pred: Callable[[], bool], timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while not pred():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
 
 
 def checkers(root: Path, cid: str = "") -> list[int]:

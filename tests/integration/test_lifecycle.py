@@ -11,25 +11,20 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
-from minirun.helpers import helper_binary
 from minirun.image import build as b
-from tests.conftest import store_cli
+from tests.conftest import CONTAINER_TESTS, Cli, store_cli, wait_for
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root: real containers")
+pytestmark = CONTAINER_TESTS
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 MINIRUN = str(BIN / "minirun")
-Cli = Callable[..., subprocess.CompletedProcess[str]]
-
-if helper_binary("minirun-shim") is None:
-    pytest.skip("minirun-shim is not built (make install)", allow_module_level=True)
 
 
 def _env(store: Path) -> dict[str, str]:
@@ -66,13 +61,6 @@ def inspect(cli: Cli, name: str) -> dict:
     r = cli("inspect", "--type", "container", name)
     assert r.returncode == 0, r.stderr
     return json.loads(r.stdout)[0]
-
-
-def wait_for(pred: Callable[[], bool], timeout: float = 10) -> None:
-    deadline = time.monotonic() + timeout
-    while not pred():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
 
 
 def shim_pids() -> set[int]:

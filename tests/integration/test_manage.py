@@ -9,21 +9,14 @@ import os
 import stat
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from minirun.helpers import helper_binary
-from tests.conftest import MINIRUN, loaded_root, store_snapshot
+from tests.conftest import CONTAINER_TESTS, MINIRUN, RUN, Cli, loaded_root, store_snapshot, wait_for
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root: real containers")
-
-if helper_binary("minirun-shim") is None:
-    pytest.skip("minirun-shim is not built (make install)", allow_module_level=True)
-
-Cli = Callable[..., "subprocess.CompletedProcess[str]"]
-RUN = ("--network", "none", "--pull", "never")
+pytestmark = CONTAINER_TESTS
 
 
 @pytest.fixture(scope="module")
@@ -52,13 +45,6 @@ def one_error(r: subprocess.CompletedProcess[str], code: int = 1) -> str:
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("Error: "), r.stderr
     return lines[0]
-
-
-def wait_for(pred: Callable[[], bool], timeout: float = 10) -> None:
-    deadline = time.monotonic() + timeout
-    while not pred():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
 
 
 def settled(root: Path, cid: str) -> None:

@@ -11,21 +11,15 @@ import json
 import os
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from minirun.helpers import helper_binary
-from tests.conftest import store_cli
+from tests.conftest import CONTAINER_TESTS, Cli, store_cli, wait_for
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root: real containers")
-if helper_binary("minirun-shim") is None:
-    pytest.skip("minirun-shim is not built (make install)", allow_module_level=True)
-
+pytestmark = CONTAINER_TESTS
 MINIRUN = str(Path(sys.executable).parent / "minirun")
-Cli = Callable[..., subprocess.CompletedProcess[str]]
 
 DEFAULT_BRIDGE, DEFAULT_SUBNET = "mrc0", "10.214.100.0/24"
 NET_A, SUBNET_A, BRIDGE_A, GW_A = "mrc-a", "10.214.1.0/24", "mrc1", "10.214.1.1"
@@ -124,13 +118,6 @@ def one_error(r: subprocess.CompletedProcess[str]) -> str:
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("Error: "), r.stderr
     return lines[0]
-
-
-def wait_for(pred: Callable[[], bool], timeout: float = 10) -> None:
-    deadline = time.monotonic() + timeout
-    while not pred():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
 
 
 def settled(root: Path, cid: str) -> None:

@@ -18,12 +18,11 @@ from minirun.errors import UsageError, VolumeInUse, VolumeNotFound
 from minirun.image import build
 from minirun.image.store import Store
 from minirun.image.whiteout import OVERLAY_OPAQUE_XATTR
-from tests.conftest import MINIRUN, load_image_recipes, store_cli
+from tests.conftest import MINIRUN, RUN, load_image_recipes, store_cli
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root: real containers")
 
 Cli = Callable[..., "subprocess.CompletedProcess[str]"]
-RUN = ("--network", "none", "--pull", "never")
 
 
 def _entry(path: str, data: str = "", *, kind: str = "file", mode: int = 0o644, uid: int = 0,
