@@ -33,13 +33,13 @@ import signal
 import socket
 import struct
 import termios
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from minirun.container.records import ContainerRecord, Containers, process_start_time
 from minirun.errors import ContainerError, ContainerNotFound, UsageError
 from minirun.image.store import Store
+from minirun.runtime.tty import raw_terminal
 
 DEFAULT_DETACH_KEYS = "ctrl-p,ctrl-q"
 
@@ -146,25 +146,6 @@ def _winsize(fd: int) -> tuple[int, int] | None:
     except OSError:
         return None
     return (rows, cols) if rows and cols else None
-
-
-@contextlib.contextmanager
-def raw_terminal(fd: int) -> Iterator[None]:
-    """cfmakeraw on ``fd`` for the block, its modes ALWAYS restored after."""
-    saved = termios.tcgetattr(fd)
-    mode = termios.tcgetattr(fd)
-    mode[0] &= ~(termios.BRKINT | termios.ICRNL | termios.INPCK | termios.ISTRIP | termios.IXON)
-    mode[1] &= ~termios.OPOST
-    mode[2] &= ~(termios.CSIZE | termios.PARENB)
-    mode[2] |= termios.CS8
-    mode[3] &= ~(termios.ECHO | termios.ICANON | termios.IEXTEN | termios.ISIG)
-    mode[6][termios.VMIN] = 1
-    mode[6][termios.VTIME] = 0
-    try:
-        termios.tcsetattr(fd, termios.TCSAFLUSH, mode)
-        yield
-    finally:
-        termios.tcsetattr(fd, termios.TCSADRAIN, saved)
 
 
 class _Escape:

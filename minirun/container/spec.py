@@ -10,6 +10,7 @@ User/WorkingDir.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -162,13 +163,18 @@ def expand_env(items: list[str], host_env: dict[str, str]) -> list[str]:
     return out
 
 
+def env_map(env: Sequence[str]) -> dict[str, str]:
+    """``KEY=VALUE`` items as a dict: a later value wins, at its key's first position."""
+    out: dict[str, str] = {}
+    for item in env:
+        k, _, v = str(item).partition("=")
+        out[k] = v
+    return out
+
+
 def merge_env(base: list[str], overrides: list[str]) -> list[str]:
     """Later values win, keeping the first position of each key (as Docker does)."""
-    merged: dict[str, str] = {}
-    for item in [*base, *overrides]:
-        k, _, v = item.partition("=")
-        merged[k] = v
-    return [f"{k}={v}" for k, v in merged.items()]
+    return [f"{k}={v}" for k, v in env_map([*base, *overrides]).items()]
 
 
 def process_args(image_cfg: dict[str, Any], opts: RunOptions) -> list[str]:

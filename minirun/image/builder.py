@@ -53,6 +53,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from minirun.container.spec import env_map
 from minirun.errors import BuildError, DockerfileError, ImageNotFound, LayerError, MinirunError
 from minirun.image import buildcache
 from minirun.image import dockerfile as df
@@ -546,14 +547,6 @@ def _scratch() -> State:
     return State.make(cfg, ())
 
 
-def _env_map(env: list[str]) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for item in env:
-        k, _, v = str(item).partition("=")
-        out[k] = v
-    return out
-
-
 # -- the build ---------------------------------------------------------------------------------
 
 
@@ -743,7 +736,7 @@ class Builder:
     def _env(self, run: _StageRun) -> dict[str, str]:
         """What substitution sees: the stage's ARG values, with ENV over them."""
         env = {k: v for k, v in run.args.items() if v is not None}
-        env.update(_env_map(run.state.cfg().get("config", {}).get("Env") or []))
+        env.update(env_map(run.state.cfg().get("config", {}).get("Env") or []))
         return env
 
     def _step(self, run: _StageRun, ins: df.Instruction, num: int, total: int,
@@ -963,7 +956,7 @@ class Builder:
             self.cached += 1
             v.cached()
             return
-        env_names = set(_env_map(c.get("Env") or []))
+        env_names = set(env_map(c.get("Env") or []))
         env = [f"{a}={val}" for a, val in args_in_effect if a not in env_names]
         layer = self._run_container(run.state, argv, env, network, v)
         self.ran += 1

@@ -49,6 +49,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
 from minirun import events
+from minirun.container.spec import env_map
 from minirun.errors import ContainerError, ImageNotFound, LayerError, UsageError
 from minirun.image import oci
 from minirun.image import reference as refs
@@ -124,7 +125,7 @@ def apply_changes(config: dict[str, Any], changes: Sequence[str] | Sequence[Inst
     cfg = json.loads(json.dumps(config or {}))  # a deep copy, JSON types only
     cmd_set = False
     for ins in instructions:
-        env = _env_map(cfg.get("Env") or [])
+        env = env_map(cfg.get("Env") or [])
         k, rest = ins.keyword, ins.rest
         if k == "CMD":
             cfg["Cmd"] = _command(rest, cfg, k)
@@ -232,14 +233,6 @@ def _command(rest: str, cfg: dict[str, Any], keyword: str) -> list[str]:
         raise UsageError(f"{keyword} requires at least one argument")
     shell = cfg.get("Shell") or DEFAULT_SHELL
     return [*shell, rest]
-
-
-def _env_map(env: Sequence[str]) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for item in env:
-        key, _, value = str(item).partition("=")
-        out[key] = value
-    return out
 
 
 def parse_words(rest: str) -> list[str]:

@@ -102,7 +102,6 @@ def host_terminal(in_fd: int, master: int) -> Iterator[None]:
     if not os.isatty(in_fd):
         yield
         return
-    saved = termios.tcgetattr(in_fd)
     _copy_winsize(in_fd, master)
     old_winch: Any = None
     try:
@@ -110,22 +109,31 @@ def host_terminal(in_fd: int, master: int) -> Iterator[None]:
     except ValueError:  # not the main thread: no resize forwarding
         pass
     try:
-        mode = termios.tcgetattr(in_fd)
-        # tty.setraw's cfmakeraw, inlined to avoid importing tty
-        mode[0] &= ~(termios.BRKINT | termios.ICRNL | termios.INPCK | termios.ISTRIP
-                     | termios.IXON)  # fmt: skip
-        mode[1] &= ~termios.OPOST
-        mode[2] &= ~(termios.CSIZE | termios.PARENB)
-        mode[2] |= termios.CS8
-        mode[3] &= ~(termios.ECHO | termios.ICANON | termios.IEXTEN | termios.ISIG)
-        mode[6][termios.VMIN] = 1
-        mode[6][termios.VTIME] = 0
-        termios.tcsetattr(in_fd, termios.TCSAFLUSH, mode)
-        yield
+        with raw_terminal(in_fd):
+            yield
     finally:
-        termios.tcsetattr(in_fd, termios.TCSADRAIN, saved)
         if old_winch is not None:
             signal.signal(signal.SIGWINCH, old_winch)
+
+
+@contextmanager
+def raw_terminal(fd: int) -> Iterator[None]:
+    """cfmakeraw on ``fd`` for the block (tty.setraw's, without importing tty), its
+    modes ALWAYS restored after."""
+    saved = termios.tcgetattr(fd)
+    mode = termios.tcgetattr(fd)
+    mode[0] &= ~(termios.BRKINT | termios.ICRNL | termios.INPCK | termios.ISTRIP | termios.IXON)
+    mode[1] &= ~termios.OPOST
+    mode[2] &= ~(termios.CSIZE | termios.PARENB)
+    mode[2] |= termios.CS8
+    mode[3] &= ~(termios.ECHO | termios.ICANON | termios.IEXTEN | termios.ISIG)
+    mode[6][termios.VMIN] = 1
+    mode[6][termios.VTIME] = 0
+    try:
+        termios.tcsetattr(fd, termios.TCSAFLUSH, mode)
+        yield
+    finally:
+        termios.tcsetattr(fd, termios.TCSADRAIN, saved)
 
 
 def _write_all(fd: int, data: bytes) -> None:
