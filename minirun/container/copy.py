@@ -21,7 +21,7 @@ FollowSymlinkInScope does, and ``/proc/N/root`` cannot lead out. The child talks
 parent over pipes: a status line (JSON), then the tar stream. The parent does the host's
 side (reading or writing host paths, stdin, stdout).
 
-Path rules (Docker's ``archive.CopyInfo*``, ``PrepareArchiveCopy``; see :func:`placement`):
+Path rules (Docker's ``archive.CopyInfo*``, ``PrepareArchiveCopy``; see cppaths.placement):
 the last component of a container SRC is not followed (a symlink is copied as a symlink)
 unless ``-L`` or a trailing ``/``; ``SRC/.`` copies the contents; an existing DEST dir
 receives SRC inside it; a missing DEST takes SRC's content under its own name (its
@@ -29,7 +29,7 @@ parent must exist); DEST ending in ``/`` must exist when SRC is a file; a dir ca
 replace a file; a symlink at DEST is followed.
 
 Tar streams are untrusted in both directions (a container controls its names and link
-targets; a tar on stdin is anyone's). Every member is checked (:func:`check_member`):
+targets; a tar on stdin is anyone's). Every member is checked (cppaths.check_member):
 no absolute names, no ``..``, no path through a symlink the same archive planted, no
 hardlink to a name outside the destination, no unsupported member types. A tar from
 stdin is spooled to the store's tmp and checked whole before the first byte is written
@@ -56,8 +56,31 @@ import tarfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO, Protocol, cast
+from typing import TYPE_CHECKING, Any, BinaryIO
 
+from minirun.container.cppaths import (
+    ArchiveCheck,
+    DestInfo,
+    Placement,
+    Reader,
+    SourceInfo,
+    archive_top,
+    asserts_directory,
+    check_archive,
+    check_member,
+    clean,
+    container_abs,
+    go_base,
+    has_trailing_separator,
+    local_abs,
+    members,
+    normalise,
+    placement,
+    preserve_trailing,
+    rebase_name,
+    split_dir_entry,
+    tar_stream,
+)
 from minirun.errors import CopyError, CopyPathNotFound, MinirunError, UnsafeArchive
 from minirun.image.layertar import TarWriter, sorted_names
 from minirun.runtime import linux
@@ -68,10 +91,6 @@ if TYPE_CHECKING:
     from minirun.runtime.mounts import Mount
 
 _CHUNK = 1 << 20
-
-
-class Reader(Protocol):
-    def read(self, n: int = -1, /) -> bytes: ...
 
 
 _O_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -89,287 +108,6 @@ PSEUDO_FILESYSTEMS = frozenset({
     "tracefs", "bpf", "pstore", "configfs", "fusectl", "binfmt_misc", "hugetlbfs", "autofs",
     "efivarfs", "rpc_pipefs", "nsfs",
 })  # fmt: skip
-
-
-# -- Docker's path rules (pure) ------------------------------------------------------------
-
-
-def clean(path: str) -> str:
-    """Go's filepath.Clean: lexical, ``""`` -> ``.``, no trailing ``/`` (but ``/``)."""
-    if not path:
-        return "."
-    rooted = path.startswith("/")
-    parts: list[str] = []
-    for c in path.split("/"):
-        if c in ("", "."):
-            continue
-        if c == "..":
-            if parts and parts[-1] != "..":
-                parts.pop()
-            elif not rooted:
-                parts.append(c)
-            continue
-        parts.append(c)
-    out = "/".join(parts)
-    return ("/" + out) if rooted else (out or ".")
-
-
-def _go_base(path: str) -> str:
-    if path == "":
-        return "."
-    stripped = path.rstrip("/")
-    return stripped.rsplit("/", 1)[-1] if stripped else "/"
-
-
-def specifies_current_dir(path: str) -> bool:
-    return _go_base(path) == "."
-
-
-def has_trailing_separator(path: str) -> bool:
-    return path.endswith("/")
-
-
-def preserve_trailing(cleaned: str, original: str) -> str:
-    """Docker's PreserveTrailingDotOrSeparator: keep a ``/.`` or ``/`` the user gave."""
-    if not specifies_current_dir(cleaned) and specifies_current_dir(original):
-        if not has_trailing_separator(cleaned):
-            cleaned += "/"
-        cleaned += "."
-    if not has_trailing_separator(cleaned) and has_trailing_separator(original):
-        cleaned += "/"
-    return cleaned
-
-
-def container_abs(path: str) -> str:
-    """A container path as Docker reads it: relative to the container's ``/``."""
-    return preserve_trailing(clean("/" + path), path)
-
-
-def local_abs(path: str, cwd: str | None = None) -> str:
-    """A host path made absolute (Docker's resolveLocalPath), ``/.`` and ``/`` kept."""
-    full = path if path.startswith("/") else os.path.join(cwd or os.getcwd(), path)
-    return preserve_trailing(clean(full), path)
-
-
-def split_dir_entry(path: str) -> tuple[str, str]:
-    """Docker's SplitPathDirEntry: (dir, last entry), ``.`` as the entry of ``dir/.``."""
-    cleaned = clean(path)
-    if specifies_current_dir(path):
-        cleaned = cleaned.rstrip("/") + "/."
-    i = cleaned.rfind("/")
-    parent = clean(cleaned[: i + 1]) if i >= 0 else "."
-    return parent, _go_base(cleaned)
-
-
-def asserts_directory(path: str) -> bool:
-    return has_trailing_separator(path) or specifies_current_dir(path)
-
-
-def archive_top(path: str) -> str:
-    """The name of the top entry in a tar of ``path``: its base, ``.`` for ``dir/.`` and
-    the root (its contents)."""
-    name = split_dir_entry(path)[1]
-    return "." if name == "/" else name
-
-
-def rebase_name(path: str, resolved: str) -> tuple[str, str]:
-    """Docker's GetRebaseName: (resolved path with the user's ``/.`` or ``/`` carried over,
-    the name entries must take when a followed link changed the last component, or "")."""
-    if specifies_current_dir(path) and not specifies_current_dir(resolved):
-        resolved = resolved.rstrip("/") + "/."
-    if has_trailing_separator(path) and not has_trailing_separator(resolved):
-        resolved += "/"
-    return resolved, (_go_base(path) if _go_base(path) != _go_base(resolved) else "")
-
-
-@dataclass(frozen=True)
-class SourceInfo:
-    """What is copied: its path, kind, the top name its tar has, and the name -L asks the
-    entries to take instead (the link's, not its target's)."""
-
-    path: str
-    is_dir: bool
-    top: str
-    rebase: str = ""
-
-
-@dataclass(frozen=True)
-class DestInfo:
-    path: str
-    exists: bool
-    is_dir: bool = False
-
-
-@dataclass(frozen=True)
-class Placement:
-    """Where the tar is extracted, and the name its top entry takes there (None: as is)."""
-
-    extract_dir: str
-    top: str | None
-
-
-def placement(src: SourceInfo, dst: DestInfo, where: str = "") -> Placement:
-    """Docker's PrepareArchiveCopy: into an existing dir as is; else into DEST's parent,
-    the top entry renamed to DEST's name. ``where``: how messages name DEST's side
-    (``c1:``)."""
-    dst_dir, dst_base = split_dir_entry(dst.path)
-    if dst.exists and dst.is_dir:
-        return Placement(dst.path, src.rebase or None)
-    if dst.exists and src.is_dir:
-        raise CopyError(f"cannot copy a directory to a file: {where}{dst.path} exists and is not a directory")
-    if not dst.exists and not src.is_dir and asserts_directory(dst.path):
-        raise CopyError(f"no such directory: {where}{dst.path} (a file is copied into an existing "
-                        "directory only; create it first, or drop the trailing '/')")
-    return Placement(dst_dir, dst_base)
-
-
-def renamed(name: str, old: str, new: str | None) -> str:
-    """A member name (normalised, see :func:`normalise`) with its top component ``old``
-    (``""``: the archive root) replaced by ``new``."""
-    if new is None:
-        return name
-    new_n = normalise(new, "rename") if new not in ("", ".") else ""
-    if old == "":
-        return f"{new_n}/{name}".strip("/") if name else new_n
-    if name == old:
-        return new_n
-    if name.startswith(old + "/"):
-        return f"{new_n}/{name[len(old) + 1:]}".strip("/")
-    return name
-
-
-def normalise(name: str, what: str = "member") -> str:
-    """A tar name as a relative path below the extraction dir: ``.`` and empty components
-    dropped; absolute names and ``..`` refused (``""`` is the extraction dir itself)."""
-    if "\0" in name:
-        raise UnsafeArchive(f"{what} {name!r} has a NUL byte in its name")
-    if name.startswith("/"):
-        raise UnsafeArchive(f"{what} {name!r} is an absolute path (refused: tar names are "
-                            "relative to the destination)")
-    parts = [c for c in name.split("/") if c not in ("", ".")]
-    if ".." in parts:
-        raise UnsafeArchive(f"{what} {name!r} climbs out of the destination with '..' (refused)")
-    return "/".join(parts)
-
-
-_KINDS = {tarfile.REGTYPE: "file", tarfile.AREGTYPE: "file", tarfile.CONTTYPE: "file",
-          tarfile.DIRTYPE: "dir", tarfile.SYMTYPE: "symlink", tarfile.LNKTYPE: "hardlink",
-          tarfile.CHRTYPE: "char", tarfile.BLKTYPE: "block", tarfile.FIFOTYPE: "fifo"}  # fmt: skip
-
-
-@dataclass
-class ArchiveCheck:
-    """The state :func:`check_member` keeps across one archive: the symlinks it planted
-    (nothing may be written through them) and the names it made."""
-
-    symlinks: set[str] = field(default_factory=set)
-    members: int = 0
-
-
-def check_member(m: tarfile.TarInfo, old_top: str, new_top: str | None, state: ArchiveCheck
-                 ) -> tuple[str, str, str]:
-    """(kind, relative name, hardlink target) of one member, renamed as placed, or
-    :class:`UnsafeArchive`."""
-    kind = _KINDS.get(m.type)
-    if m.issparse() or kind is None:
-        raise UnsafeArchive(f"member {m.name!r} has an unsupported type {m.type!r} "
-                            "(files, dirs, links, devices and fifos only)")
-    name = renamed(normalise(m.name), old_top, new_top)
-    parts = name.split("/") if name else []
-    for i in range(1, len(parts)):
-        if "/".join(parts[:i]) in state.symlinks:
-            raise UnsafeArchive(f"member {m.name!r} would be written through the symlink "
-                                f"{'/'.join(parts[:i])!r} that the same archive created (refused)")
-    if not name and kind != "dir":
-        raise UnsafeArchive(f"member {m.name!r} would replace the destination directory "
-                            "with a non-directory")
-    target = ""
-    if kind == "char" and m.devmajor == 0 and m.devminor == 0:
-        raise UnsafeArchive(f"member {m.name!r} is a char device 0:0, overlayfs's whiteout "
-                            "(it would delete the name instead of creating it)")
-    if kind == "symlink":
-        if not m.linkname:
-            raise UnsafeArchive(f"member {m.name!r} is a symlink with an empty target")
-        if "\0" in m.linkname:
-            raise UnsafeArchive(f"member {m.name!r} has a NUL byte in its link target")
-        state.symlinks.add(name)
-    else:
-        state.symlinks.discard(name)
-    if kind == "hardlink":
-        target = renamed(normalise(m.linkname, f"hardlink target of {m.name!r}:"), old_top, new_top)
-        if not target:
-            raise UnsafeArchive(f"member {m.name!r} is a hardlink to the destination directory")
-        tparts = target.split("/")
-        for i in range(1, len(tparts)):
-            if "/".join(tparts[:i]) in state.symlinks:
-                raise UnsafeArchive(f"member {m.name!r} is a hardlink through the symlink "
-                                    f"{'/'.join(tparts[:i])!r} that the same archive created (refused)")
-    if not (0 <= m.uid < (1 << 32) - 1 and 0 <= m.gid < (1 << 32) - 1):
-        raise UnsafeArchive(f"member {m.name!r} has an owner out of range ({m.uid}:{m.gid})")
-    state.members += 1
-    return kind, name, target
-
-
-def check_archive(f: Reader) -> int:
-    """Read a whole tar stream and check every member (:func:`check_member`); the number
-    of members. Raises UnsafeArchive, or CopyError for what is not a tar."""
-    state = ArchiveCheck()
-    with _tar_stream(f) as tf:
-        for m in members(tf):
-            check_member(m, "", None, state)
-    return state.members
-
-
-@contextlib.contextmanager
-def _tar_stream(f: Reader) -> Iterator[tarfile.TarFile | None]:
-    """A tar stream opened for one pass in order (None: the stream is empty)."""
-    head = f.read(tarfile.BLOCKSIZE)
-    if not head:
-        yield None
-        return
-    reader = _Prefixed(head, f)
-    try:
-        tf = tarfile.open(fileobj=cast(BinaryIO, reader), mode="r|", encoding="utf-8",
-                          errors="surrogateescape")
-    except tarfile.TarError as e:
-        raise CopyError(f"not a valid tar archive: {e}") from None
-    try:
-        yield tf
-    finally:
-        tf.close()
-
-
-def members(tf: tarfile.TarFile | None) -> Iterator[tarfile.TarInfo]:
-    """The members of :func:`_tar_stream`'s archive; a corrupt one is a CopyError."""
-    if tf is None:
-        return
-    it = iter(tf)
-    while True:
-        try:
-            m = next(it)
-        except StopIteration:
-            return
-        except tarfile.TarError as e:
-            raise CopyError(f"not a valid tar archive (truncated or corrupt): {e}") from None
-        yield m
-
-
-class _Prefixed:
-    """A reader that returns ``head`` first, then the rest of ``f``."""
-
-    def __init__(self, head: bytes, f: Reader) -> None:
-        self.head = head
-        self.f = f
-
-    def read(self, n: int = -1) -> bytes:
-        if self.head:
-            if n < 0 or n >= len(self.head):
-                out, self.head = self.head, b""
-                rest = self.f.read(-1 if n < 0 else n - len(out))
-                return out + (rest or b"")
-            out, self.head = self.head[:n], self.head[n:]
-            return out
-        return self.f.read(n)
 
 
 # -- the container side (runs in the child) ------------------------------------------------
@@ -621,7 +359,7 @@ class Extractor:
     def run(self, f: Reader) -> int:
         """Extract the tar stream ``f``; the number of members."""
         try:
-            with _tar_stream(f) as tf:
+            with tar_stream(f) as tf:
                 for m in members(tf):
                     kind, name, target = check_member(m, self.old_top, self.new_top, self.state)
                     try:
@@ -1123,7 +861,7 @@ def host_source(src: str, follow: bool) -> _HostSource:
         else:
             dir_part, last = _split(path)
             resolved = os.path.realpath(dir_part or "/", strict=True).rstrip("/") + "/" + last
-            rebase = (_go_base(path) if has_trailing_separator(path) and _go_base(path) != _go_base(resolved)
+            rebase = (go_base(path) if has_trailing_separator(path) and go_base(path) != go_base(resolved)
                       else "")
         st = os.lstat(resolved)
     except NotADirectoryError:  # a file (or a link to one) given as ``f/``, ``f/.`` or ``f/x``

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from minirun.container import copy as cp
-from minirun.container.copy import DestInfo, Placement, SourceInfo
+from minirun.container import cppaths as paths
+from minirun.container.cppaths import DestInfo, Placement, SourceInfo
 from minirun.errors import CopyError, UnsafeArchive
 
 
@@ -19,7 +20,7 @@ from minirun.errors import CopyError, UnsafeArchive
     ("/", "/"), ("", "/."), (".", "/."), ("../../x", "/x"), ("/a//b/../c", "/a/c"),
 ])
 def test_container_paths_are_rooted_and_keep_a_trailing_slash_or_dot(given: str, want: str) -> None:
-    assert cp.container_abs(given) == want
+    assert paths.container_abs(given) == want
 
 
 @pytest.mark.parametrize(("path", "want"), [
@@ -27,48 +28,48 @@ def test_container_paths_are_rooted_and_keep_a_trailing_slash_or_dot(given: str,
     ("b", (".", "b")), ("/a", ("/", "a")),
 ])
 def test_split_dir_entry(path: str, want: tuple[str, str]) -> None:
-    assert cp.split_dir_entry(path) == want
+    assert paths.split_dir_entry(path) == want
 
 
 def test_archive_top_names() -> None:
-    assert cp.archive_top("/etc/passwd") == "passwd"
-    assert cp.archive_top("/etc/") == "etc"
-    assert cp.archive_top("/etc/.") == "."
-    assert cp.archive_top("/") == "."  # the root: its contents
+    assert paths.archive_top("/etc/passwd") == "passwd"
+    assert paths.archive_top("/etc/") == "etc"
+    assert paths.archive_top("/etc/.") == "."
+    assert paths.archive_top("/") == "."  # the root: its contents
 
 
 def test_rebase_name_after_following_a_link() -> None:
-    assert cp.rebase_name("/lnk", "/etc/passwd") == ("/etc/passwd", "lnk")
-    assert cp.rebase_name("/lnk/", "/real") == ("/real/", "lnk")
-    assert cp.rebase_name("/lnk/.", "/real") == ("/real/.", "")
-    assert cp.rebase_name("/same", "/x/same") == ("/x/same", "")
+    assert paths.rebase_name("/lnk", "/etc/passwd") == ("/etc/passwd", "lnk")
+    assert paths.rebase_name("/lnk/", "/real") == ("/real/", "lnk")
+    assert paths.rebase_name("/lnk/.", "/real") == ("/real/.", "")
+    assert paths.rebase_name("/same", "/x/same") == ("/x/same", "")
 
 
 def src(path: str, is_dir: bool, rebase: str = "") -> SourceInfo:
-    return SourceInfo(path, is_dir, cp.archive_top(path), rebase)
+    return SourceInfo(path, is_dir, paths.archive_top(path), rebase)
 
 
 def test_into_an_existing_directory_as_is() -> None:
-    assert cp.placement(src("/d", True), DestInfo("/tmp", True, True)) == Placement("/tmp", None)
-    assert cp.placement(src("/f", False), DestInfo("/tmp/", True, True)) == Placement("/tmp/", None)
+    assert paths.placement(src("/d", True), DestInfo("/tmp", True, True)) == Placement("/tmp", None)
+    assert paths.placement(src("/f", False), DestInfo("/tmp/", True, True)) == Placement("/tmp/", None)
     # -L of a link named otherwise: the entries take the link's name
-    assert cp.placement(src("/etc/passwd", False, "lnk"), DestInfo("/tmp", True, True)) == Placement("/tmp", "lnk")
+    assert paths.placement(src("/etc/passwd", False, "lnk"), DestInfo("/tmp", True, True)) == Placement("/tmp", "lnk")
 
 
 def test_a_missing_dest_takes_the_source_under_its_own_name() -> None:
-    assert cp.placement(src("/d", True), DestInfo("/tmp/new", False)) == Placement("/tmp", "new")
-    assert cp.placement(src("/d/.", True), DestInfo("/tmp/new", False)) == Placement("/tmp", "new")
-    assert cp.placement(src("/f", False), DestInfo("/tmp/g", False)) == Placement("/tmp", "g")
+    assert paths.placement(src("/d", True), DestInfo("/tmp/new", False)) == Placement("/tmp", "new")
+    assert paths.placement(src("/d/.", True), DestInfo("/tmp/new", False)) == Placement("/tmp", "new")
+    assert paths.placement(src("/f", False), DestInfo("/tmp/g", False)) == Placement("/tmp", "g")
     # a dir may be created from a trailing-slash DEST; a file may not
-    assert cp.placement(src("/d", True), DestInfo("/tmp/new/", False)) == Placement("/tmp", "new")
+    assert paths.placement(src("/d", True), DestInfo("/tmp/new/", False)) == Placement("/tmp", "new")
     with pytest.raises(CopyError, match="no such directory"):
-        cp.placement(src("/f", False), DestInfo("/tmp/new/", False))
+        paths.placement(src("/f", False), DestInfo("/tmp/new/", False))
 
 
 def test_a_file_replaces_a_file_but_a_dir_cannot() -> None:
-    assert cp.placement(src("/f", False), DestInfo("/tmp/g", True, False)) == Placement("/tmp", "g")
+    assert paths.placement(src("/f", False), DestInfo("/tmp/g", True, False)) == Placement("/tmp", "g")
     with pytest.raises(CopyError, match="cannot copy a directory to a file"):
-        cp.placement(src("/d", True), DestInfo("/tmp/g", True, False), "c1:")
+        paths.placement(src("/d", True), DestInfo("/tmp/g", True, False), "c1:")
 
 
 @pytest.mark.parametrize(("arg", "want"), [
@@ -80,12 +81,12 @@ def test_split_cp_arg(arg: str, want: tuple[str, str]) -> None:
 
 
 def test_renamed_top_component() -> None:
-    assert cp.renamed("d/x", "d", "new") == "new/x"
-    assert cp.renamed("d", "d", "new") == "new"
-    assert cp.renamed("x/y", "", "new") == "new/x/y"
-    assert cp.renamed("", "", "new") == "new"
-    assert cp.renamed("dd/x", "d", "new") == "dd/x"  # a prefix of a name is not its top
-    assert cp.renamed("d/x", "d", None) == "d/x"
+    assert paths.renamed("d/x", "d", "new") == "new/x"
+    assert paths.renamed("d", "d", "new") == "new"
+    assert paths.renamed("x/y", "", "new") == "new/x/y"
+    assert paths.renamed("", "", "new") == "new"
+    assert paths.renamed("dd/x", "d", "new") == "dd/x"  # a prefix of a name is not its top
+    assert paths.renamed("d/x", "d", None) == "d/x"
 
 
 def tar_of(*members: tuple[str, bytes, str]) -> bytes:
@@ -108,11 +109,11 @@ R, D, S, H, C = tarfile.REGTYPE, tarfile.DIRTYPE, tarfile.SYMTYPE, tarfile.LNKTY
 def test_a_plain_archive_passes() -> None:
     data = tar_of(("./", D, ""), ("a", D, ""), ("a/f", R, ""), ("a/h", H, "a/f"), ("a/s", S, "/etc/passwd"),
                   ("a/up", S, "../../../x"), ("null", C, ""))
-    assert cp.check_archive(io.BytesIO(data)) == 7
+    assert paths.check_archive(io.BytesIO(data)) == 7
 
 
 def test_an_empty_stream_is_an_empty_archive() -> None:
-    assert cp.check_archive(io.BytesIO(b"")) == 0
+    assert paths.check_archive(io.BytesIO(b"")) == 0
 
 
 @pytest.mark.parametrize(("members", "match"), [
@@ -130,17 +131,17 @@ def test_an_empty_stream_is_an_empty_archive() -> None:
 ])
 def test_hostile_archives_are_refused(members: list[tuple[str, bytes, str]], match: str) -> None:
     with pytest.raises(UnsafeArchive, match=match):
-        cp.check_archive(io.BytesIO(tar_of(*members)))
+        paths.check_archive(io.BytesIO(tar_of(*members)))
 
 
 def test_a_name_replaced_by_a_file_is_no_longer_a_planted_link() -> None:
     data = tar_of(("l", S, "/"), ("l", R, ""))
-    assert cp.check_archive(io.BytesIO(data)) == 2
+    assert paths.check_archive(io.BytesIO(data)) == 2
 
 
 def test_garbage_is_not_a_tar() -> None:
     with pytest.raises(CopyError, match="not a valid tar archive"):
-        cp.check_archive(io.BytesIO(b"x" * 2000))
+        paths.check_archive(io.BytesIO(b"x" * 2000))
 
 
 def test_pseudo_devices_from_mountinfo() -> None:
