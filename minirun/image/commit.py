@@ -643,7 +643,8 @@ def commit(store: Store, rec: ContainerRecord, *, tag: refs.Reference | None = N
                 layers.append(oci.Descriptor(oci.OCI_LAYER_GZIP, blob.digest, blob.size))
             created = _now()
             author = author or str(pconfig.raw.get("author") or "")
-            step: dict[str, Any] = {"created": created, "created_by": " ".join(config.get("Cmd") or [])}
+            # Docker: what the container ran, whatever Cmd a change gives the image
+            step: dict[str, Any] = {"created": created, "created_by": " ".join(base.get("Cmd") or [])}
             if author:
                 step["author"] = author
             if message:

@@ -222,7 +222,10 @@ def test_commit_changes_config(cli: Cli, loaded_store: Store, containers: list[s
     ok(cli([*RUN, "--name", "c", "-e", "FROM_RUN=yes", "busybox", "sh", "-c", "echo data > /f"]))
     image_id = ok(cli(["commit", "-c", 'CMD ["echo","hi"]', "-c", "ENV A=1", "-c", "LABEL x=y",
                        "-c", "EXPOSE 8080/udp", "-c", "WORKDIR /srv", "c", "changed"]))[0]
-    cfg = json.loads(loaded_store.read_blob(image_id))["config"]
+    full = json.loads(loaded_store.read_blob(image_id))
+    # Docker: the history names what the container ran, not the Cmd a change gave the image
+    assert full["history"][-1]["created_by"] == "sh -c echo data > /f"
+    cfg = full["config"]
     assert cfg["Cmd"] == ["echo", "hi"]
     assert "A=1" in cfg["Env"] and "FROM_RUN=yes" in cfg["Env"] and any(e.startswith("PATH=") for e in cfg["Env"])
     assert cfg["Labels"] == {"x": "y"} and cfg["ExposedPorts"] == {"8080/udp": {}} and cfg["WorkingDir"] == "/srv"
