@@ -22,6 +22,7 @@ import pytest
 from minirun.container.attach import _Escape, parse_detach_keys
 from minirun.errors import UsageError
 from tests.conftest import CONTAINER_TESTS, RUN, Cli, store_cli, wait_for
+from tests.terminal import Terminal
 
 pytestmark = CONTAINER_TESTS
 
@@ -68,7 +69,7 @@ def state(cli: Cli, name: str) -> dict:
     return json.loads(r.stdout)[0]["State"]
 
 
-class Term:
+class Term(Terminal):
     """A user's terminal: the attach client's stdio is the slave, we hold the master."""
 
     def __init__(self, root: Path, *args: str, rows: int = 0, cols: int = 0) -> None:
@@ -78,25 +79,7 @@ class Term:
         self.cooked = termios.tcgetattr(self.slave)
         self.proc = subprocess.Popen([MINIRUN, *args], env=_env(root), stdin=self.slave,
                                      stdout=self.slave, stderr=self.slave, start_new_session=True)
-        self.seen = b""
-
-    def expect(self, needle: bytes, timeout: float = 15.0) -> bytes:
-        deadline = time.monotonic() + timeout
-        while needle not in self.seen:
-            left = deadline - time.monotonic()
-            assert left > 0, f"timed out waiting for {needle!r}; got {self.seen!r}"
-            if select.select([self.master], [], [], left)[0]:
-                try:
-                    chunk = os.read(self.master, 4096)
-                except OSError:
-                    chunk = b""
-                assert chunk, f"terminal closed waiting for {needle!r}; got {self.seen!r}"
-                self.seen += chunk
-        before, _, self.seen = self.seen.partition(needle)
-        return before
-
-    def send(self, data: bytes) -> None:
-        os.write(self.master, data)
+        super().__init__(self.master)
 
     def wait(self, timeout: float = 20) -> int:
         return self.proc.wait(timeout=timeout)

@@ -4,7 +4,6 @@ on the slave side of a pty we hold the master of, as a user's terminal would be.
 from __future__ import annotations
 
 import os
-import select
 import signal
 import subprocess
 import termios
@@ -19,6 +18,7 @@ from tests.integration.runtime_fixtures import (
     driver_cmd,
     make_spec,
 )
+from tests.terminal import Terminal
 
 pytestmark = pytest.mark.root
 
@@ -27,41 +27,14 @@ busybox_layer = runtime_fixtures.busybox_layer
 rootfs = runtime_fixtures.rootfs
 
 
-class Term:
-    """The user's side of a terminal: we type into master, read what is shown."""
-
-    def __init__(self, master: int) -> None:
-        self.master = master
-        self.seen = b""
-
-    def expect(self, needle: bytes, timeout: float = 10.0) -> bytes:
-        deadline = time.monotonic() + timeout
-        while needle not in self.seen:
-            left = deadline - time.monotonic()
-            assert left > 0, f"timed out waiting for {needle!r}; got {self.seen!r}"
-            ready, _, _ = select.select([self.master], [], [], left)
-            if ready:
-                try:
-                    chunk = os.read(self.master, 4096)
-                except OSError:
-                    chunk = b""
-                assert chunk, f"terminal closed waiting for {needle!r}; got {self.seen!r}"
-                self.seen += chunk
-        before, _, self.seen = self.seen.partition(needle)
-        return before
-
-    def send(self, data: bytes) -> None:
-        os.write(self.master, data)
-
-
-def _start(rootfs: OverlayRootfs, args: list[str]) -> tuple[subprocess.Popen[bytes], Term, int]:
+def _start(rootfs: OverlayRootfs, args: list[str]) -> tuple[subprocess.Popen[bytes], Terminal, int]:
     master, slave = os.openpty()
     # a typical cooked terminal: what must come back after minirun used raw mode
     os.set_blocking(master, True)
     spec = make_spec(args, terminal=True, consoleSize={"height": 30, "width": 100})
     proc = subprocess.Popen(driver_cmd(spec, rootfs), cwd=REPO_ROOT, stdin=slave, stdout=slave,
                             stderr=slave, start_new_session=True)  # fmt: skip
-    return proc, Term(master), slave
+    return proc, Terminal(master), slave
 
 
 def test_interactive_shell(rootfs: OverlayRootfs) -> None:
