@@ -427,10 +427,7 @@ class Builder:
         if k == "WORKDIR":
             v = self.progress.vertex(self._title(run.stage, num, total, f"WORKDIR {c['WorkingDir']}"))
         key = buildcache.key("meta", run.state.id, created_by, args_in_effect)
-        hit = None if self.opts.no_cache else buildcache.lookup(self.store, key, use=True)
-        if hit is not None:
-            run.state = State.from_entry(hit)
-        else:
+        if not self._from_cache(run, key):
             layer = None
             if v is not None:
                 try:
@@ -489,12 +486,16 @@ class Builder:
         shown = " ".join(f"{n}={v}" if v is not None else n for n, v in run.args.items()
                          if n in [x for x, _ in df.name_values(ins, {}, self.escape)])
         key = buildcache.key("arg", run.state.id, shown)
+        if not self._from_cache(run, key):
+            run.state = self._commit(cfg, run.state, f"ARG {shown}", None)
+            buildcache.record(self.store, key, run.state.entry())
+
+    def _from_cache(self, run: _StageRun, key: str) -> bool:
+        """The state cached under ``key`` becomes the stage's (unless --no-cache)."""
         hit = None if self.opts.no_cache else buildcache.lookup(self.store, key, use=True)
         if hit is not None:
             run.state = State.from_entry(hit)
-        else:
-            run.state = self._commit(cfg, run.state, f"ARG {shown}", None)
-            buildcache.record(self.store, key, run.state.entry())
+        return hit is not None
 
     def _metadata(self, run: _StageRun, ins: df.Instruction, c: dict[str, Any], env: dict[str, str]) -> str:
         """Apply a metadata instruction to the config ``c``; its history created_by."""
@@ -616,9 +617,7 @@ class Builder:
         created_by = f"RUN {prefix}{' '.join(argv)} # buildkit"
         v = self.progress.vertex(self._title(run.stage, num, total, f"RUN {ins.args}"))
         key = buildcache.key("run", run.state.id, argv, args_in_effect, network)
-        hit = None if self.opts.no_cache else buildcache.lookup(self.store, key, use=True)
-        if hit is not None:
-            run.state = State.from_entry(hit)
+        if self._from_cache(run, key):
             self.cached += 1
             v.cached()
             return
@@ -813,9 +812,7 @@ class Builder:
                                   keep_owner=keep_owner)
                 created_by = f"{k} {shown} # buildkit"
                 key = buildcache.key("copy", run.state.id, created_by, from_id, plan.key(), args_in_effect)
-                hit = None if self.opts.no_cache else buildcache.lookup(self.store, key, use=True)
-                if hit is not None:
-                    run.state = State.from_entry(hit)
+                if self._from_cache(run, key):
                     self.cached += 1
                     v.cached()
                     return
