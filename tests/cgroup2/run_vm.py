@@ -46,10 +46,11 @@ SUMMARY_RE = re.compile(r"\b(passed|failed|errors?|skipped|deselected|no tests r
 
 # The cgroup tests: the two cgroup modules, the unit tests of the OCI mapping, the eBPF
 # device filter's module once it exists, and the OOM / pids / cpu / freezer (pause) /
-# update / stats / device tests of the other integration modules. -k also matches module
-# names, so every test of test_cgroups*.py and test_devices_bpf*.py is in.
+# update / stats / device tests of the other integration modules, and commit's (it freezes
+# the container it reads). -k also matches module names, so every test of test_cgroups*.py
+# and test_devices_bpf*.py is in.
 KEYWORDS = ("cgroup or oom or pids or pause or freez or resume or resources or update"
-            " or stats or cpus or memory or devices")  # fmt: skip
+            " or stats or cpus or memory or device or commit")  # fmt: skip
 
 
 def default_selection() -> list[str]:
