@@ -234,6 +234,46 @@ def _has_client(root: Path, name: str) -> bool:
     return sockets >= 2
 
 
+def test_several_clients_attached_at_once_each_see_all_output(cli: Cli, root: Path) -> None:
+    """Docker: every attached client gets the output; any one's input reaches the
+    container; one client leaving does not end the others, and all get the exit status."""
+    assert cli("run", "-di", "--name", "many", *RUN, "busybox", "sh", "-c",
+               "while read -r l; do echo \"seen:$l\"; [ \"$l\" = bye ] && exit 5; done").returncode == 0
+    procs = [subprocess.Popen([MINIRUN, "attach", "many"], env=_env(root), stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE) for _ in range(3)]
+    try:
+        a, b, c = procs
+        assert a.stdin is not None and b.stdin is not None
+        seen = [b"", b"", b""]
+        # typed into a until every client shows it: each is attached once it does
+        deadline = time.monotonic() + 15
+        while not all(b"seen:one" in buf for buf in seen):
+            assert time.monotonic() < deadline, f"not every client saw the output: {seen!r}"
+            a.stdin.write(b"one\n")
+            a.stdin.flush()
+            for i, proc in enumerate(procs):
+                assert proc.stdout is not None
+                if select.select([proc.stdout], [], [], 0.2)[0]:
+                    seen[i] += os.read(proc.stdout.fileno(), 4096)
+        c.kill()  # one client gone: the container and the others go on
+        c.wait()
+        b.stdin.write(b"two\n")
+        b.stdin.flush()
+        _reader(a, b"seen:two")
+        _reader(b, b"seen:two")
+        assert state(cli, "many")["Status"] == "running"
+        a.stdin.write(b"bye\n")
+        a.stdin.flush()
+        assert a.wait(timeout=20) == 5 and b.wait(timeout=20) == 5
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    assert state(cli, "many")["ExitCode"] == 5
+    assert cli("rm", "many").returncode == 0
+
+
 def test_sig_proxy_forwards_signals_to_a_non_tty_container(cli: Cli, root: Path) -> None:
     script = "trap 'echo got-term; exit 9' TERM; while :; do echo tick; sleep 0.05; done"
     assert cli("run", "-d", "--name", "sigs", *RUN, "busybox", "sh", "-c", script).returncode == 0
