@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from minirun.cli.main import store_from
-from minirun.cli.output import FORMAT_HELP, each, json_lines, listing, parse_filters, table
+from minirun.cli.output import FORMAT_HELP, each, json_lines, listing, table
 from minirun.cli.runflags import run_flags, run_options
 from minirun.errors import MinirunError, UsageError
 
@@ -109,6 +109,7 @@ def ps(ctx: click.Context, all_: bool, quiet: bool, no_trunc: bool, filters: tup
        fmt: str) -> None:
     """List containers."""
     from minirun.container.records import Containers
+    from minirun.filters import parse_filters
     from minirun.humanize import ago
 
     def ports_text(store: Store, cid: str) -> str:

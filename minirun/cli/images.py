@@ -17,10 +17,10 @@ from minirun.cli.output import (
     json_lines,
     label_match,
     listing,
-    parse_filters,
     table,
 )
 from minirun.errors import UsageError
+from minirun.filters import parse_filters
 from minirun.humanize import ago, human_size
 from minirun.image import reference as refs
 from minirun.image.digest import short_id

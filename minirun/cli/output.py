@@ -8,8 +8,6 @@ from typing import Any
 
 import click
 
-from minirun.filters import parse_filters  # noqa: F401  (the verbs import it from here)
-
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
     """Columns padded by three spaces, like Docker's tabwriter output."""

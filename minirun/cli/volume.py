@@ -8,8 +8,9 @@ from typing import Any
 import click
 
 from minirun.cli.main import store_from
-from minirun.cli.output import FORMAT_HELP, each, json_doc, listing, parse_filters
+from minirun.cli.output import FORMAT_HELP, each, json_doc, listing
 from minirun.errors import MinirunError, UsageError
+from minirun.filters import parse_filters
 
 
 @click.group()

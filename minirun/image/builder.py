@@ -52,7 +52,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from minirun.container.spec import env_map
+from minirun.container.spec import env_map, merge_env
 from minirun.errors import BuildError, DockerfileError, ImageNotFound, LayerError, MinirunError
 from minirun.image import buildcache
 from minirun.image import dockerfile as df
@@ -503,8 +503,6 @@ class Builder:
 
         k, args, esc = ins.keyword, ins.args, self.escape
         if k == "ENV":
-            from minirun.container.spec import merge_env
-
             pairs = df.name_values(ins, env, esc)
             c["Env"] = merge_env(list(c.get("Env") or []), [f"{key}={value}" for key, value in pairs])
             return "ENV " + " ".join(f"{key}={value}" for key, value in pairs)

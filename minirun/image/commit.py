@@ -49,7 +49,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
 from minirun import events
-from minirun.container.spec import env_map
+from minirun.container.spec import env_map, merge_env
 from minirun.errors import ContainerError, ImageNotFound, LayerError, UsageError
 from minirun.image import oci
 from minirun.image import reference as refs
@@ -138,8 +138,6 @@ def apply_changes(config: dict[str, Any], changes: Sequence[str] | Sequence[Inst
             pairs = [(expand(key, env), expand(value, env)) for key, value in _name_values(rest, k)]
             if any(not key for key, _ in pairs):
                 raise UsageError("ENV names can not be blank")
-            from minirun.container.spec import merge_env
-
             cfg["Env"] = merge_env(list(cfg.get("Env") or []), [f"{key}={value}" for key, value in pairs])
         elif k == "LABEL":
             labels = dict(cfg.get("Labels") or {})
@@ -514,8 +512,6 @@ def parse_tag(text: str) -> refs.Reference:
 def container_config(image_cfg: dict[str, Any], rec: ContainerRecord) -> dict[str, Any]:
     """The container's config as Docker keeps it (and commits it): the image's config
     with what ``run`` changed: the command, --entrypoint, -e, -w, -u, -p's ports."""
-    from minirun.container.spec import merge_env
-
     cfg = json.loads(json.dumps(image_cfg or {}))
     opts = rec.options
     if opts.entrypoint is not None:
