@@ -518,7 +518,7 @@ def remove(store: Store, rec: ContainerRecord, force: bool = False, volumes: boo
         if not force:
             raise ContainerError(f"cannot remove container {rec.name}: it is running "
                                  "(stop it first, or use rm -f)")
-        kill(store, rec, signal.SIGKILL)
+        _signal(store, rec, signal.SIGKILL)  # it may end on its own meanwhile: gone all the same
         _wait_exit(containers, rec, 10.0)
     release(store, rec)
     points: list[Any] = []
@@ -587,10 +587,17 @@ def release(store: Store, rec: ContainerRecord) -> None:
 def kill(store: Store, rec: ContainerRecord, sig: int) -> None:
     """Send a signal to the container's init, through the runtime (a pidfd, checked
     against the init's start time, so a reused pid is never signalled)."""
+    if not _signal(store, rec, sig):
+        raise ContainerError(f"container {rec.name} is not running")
+
+
+def _signal(store: Store, rec: ContainerRecord, sig: int) -> bool:
+    """:func:`kill`'s work; False if the container was not running. A run that ends on
+    its own while being signalled counts as signalled (``stop`` must not fail on it)."""
     from minirun.runtime.state import StateError
 
     if not rec.alive():
-        raise ContainerError(f"container {rec.name} is not running")
+        return False
     if rec.options.restart != "no" and sig in (signal.SIGKILL, _signal_number(rec.stop_signal or "SIGTERM")):
         from minirun.container import restart  # Docker: a fatal kill disables the policy
 
@@ -598,11 +605,12 @@ def kill(store: Store, rec: ContainerRecord, sig: int) -> None:
     try:
         runtime(store).kill(rec.id, sig)
     except StateError:
-        return  # it ended (and was deleted) between our check and the signal
+        return True  # it ended (and was deleted) between our check and the signal
     events.container(store, rec, "kill", signal=str(sig))
     from minirun.container.manage import unpause_after_signal
 
     unpause_after_signal(store, rec, sig)  # a paused container: thawed so it can end
+    return True
 
 
 def _wait_exit(containers: Containers, rec: ContainerRecord, timeout: float | None) -> bool:
@@ -661,10 +669,9 @@ def stop(store: Store, rec: ContainerRecord, timeout: float | None = None) -> No
     if not rec.alive():
         return
     sig = _signal_number(rec.stop_signal or "SIGTERM")
-    kill(store, rec, sig)
+    _signal(store, rec, sig)  # False: it ended on its own since the check above, stopped all the same
     if not _wait_exit(containers, rec, stop_timeout(rec, timeout)):
-        with contextlib.suppress(ContainerError):
-            kill(store, rec, signal.SIGKILL)
+        _signal(store, rec, signal.SIGKILL)
         _wait_exit(containers, rec, 10.0)
     wait(store, rec)
     _wait_recorded(rec)

@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from minirun.container import lifecycle, restart
+from minirun.container.records import ContainerRecord, Containers
+from minirun.image.store import Store
 from tests.conftest import CONTAINER_TESTS, RUN, Cli, loaded_root, wait_for
 
 pytestmark = CONTAINER_TESTS
@@ -102,6 +106,54 @@ def test_always_restarts_exit_0_and_stop_ends_it(mr: Cli, root: Path) -> None:
     wait_for(lambda: inspect(mr, "ra")["RestartCount"] >= 1)
     assert mr("rm", "-f", "ra").returncode == 0
     assert_nothing_left(root)
+
+
+class EndsWhenSignalled:
+    """A record whose run ends on its own right after ``stop``/``rm -f`` checked it is
+    alive: its next alive() check first SIGKILLs the real init and waits until it is gone
+    (the race the CI run hit with a --restart always container whose run was ending)."""
+
+    def __init__(self, rec: ContainerRecord) -> None:
+        self.rec, self.calls = rec, 0
+        self.real = rec.alive
+
+    def __call__(self) -> bool:
+        self.calls += 1
+        if self.calls == 2:
+            os.kill(self.rec.pid, signal.SIGKILL)
+            wait_for(lambda: not os.path.exists(f"/proc/{self.rec.pid}"))
+        return self.real()
+
+
+@pytest.mark.parametrize("verb", ["stop", "rm -f"])
+@pytest.mark.parametrize("policy", ["no", "always"])
+def test_a_run_that_ends_while_being_stopped_is_stopped(mr: Cli, root: Path, verb: str, policy: str) -> None:
+    name = f"re-{policy}-{verb[:2]}"
+    r = mr("run", "-d", "--name", name, "--restart", policy, *RUN, "busybox", "sleep", "30")
+    assert r.returncode == 0, r.stderr
+    store = Store(root)
+    rec = Containers(store).get(name)
+    if policy != "no":  # stop's cancel re-reads the record: patch the one it gets
+        restart.mark_stopped(store, rec)
+    ends = EndsWhenSignalled(rec)
+    object.__setattr__(rec, "alive", ends)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(restart, "cancel", lambda store, r, timeout=15.0: rec)
+        mp.setattr(restart, "before_remove", lambda store, r, force: rec)
+        if verb == "stop":
+            lifecycle.stop(store, rec, timeout=5)  # no "container ... is not running"
+        else:
+            lifecycle.remove(store, rec, force=True)
+    assert ends.calls >= 2
+    if verb == "stop":
+        doc = inspect(mr, name)
+        assert doc["State"]["Status"] == "exited" and not doc["State"]["Running"]
+        time.sleep(0.5)  # a --restart always run stopped by the user is not restarted
+        assert inspect(mr, name)["State"]["Status"] == "exited"
+        assert mr("rm", name).returncode == 0
+    else:
+        assert mr("inspect", "--type", "container", name).returncode != 0
+    assert_nothing_left(root, rec.id)
 
 
 def test_kill_disables_the_policy_but_a_crash_does_not(mr: Cli, root: Path) -> None:
